@@ -12,6 +12,29 @@ cdef struct Leaf:
     label_t* label        # the caller's label
 
 
+cdef struct Builder:     # fills new leaves in one pass (from_arrays, large insert_many)
+    Leaf** leaves        # new top arrays, sized for the final leaf count
+    addr_t* fence
+    index_t alloc
+    index_t nl           # leaves to fill: ceil(total / cap), filled evenly
+    index_t total        # extents that will be pushed
+    index_t cap
+    index_t li           # leaf being filled (-1 before the first push)
+    index_t left         # slots still to fill in it
+    index_t written
+    addr_t mapped
+    addr_t prev_last
+
+
+cdef class Extent:
+    # One extent, as C integers; behaves as the tuple (start, length, target, label).
+    cdef readonly addr_t start
+    cdef readonly addr_t length
+    cdef readonly addr_t target
+    cdef readonly label_t label
+    cdef tuple as_tuple(self)
+
+
 cdef class ExtentMap:
     cdef Leaf** leaves          # leaves in address order
     cdef addr_t* fence          # fence[i] == leaves[i].start[0], contiguous for fast search
@@ -40,17 +63,15 @@ cdef class ExtentMap:
     cdef bint overlaps(self, addr_t start, addr_t last) noexcept nogil
     cdef tuple first_ending_at_or_after(self, addr_t addr)
     cdef index_t leaf_of_rank(self, index_t i) noexcept
-    # Mutations: 0 on success, -1 when out of memory (the map is then unchanged).
+    # Mutations: 0 on success, -1 when out of memory (the map is then unchanged);
+    # batch ones return a status code and the offending index in *bad.
     cdef int insert_c(self, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil
     cdef int remove_c(self, addr_t start, addr_t last, addr_t* removed) noexcept nogil
-    cdef int build_from_sorted(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                               const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil
-    cdef int apply_batch(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                         const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil
+    cdef int insert_each(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
+                         const label_t* labels, const KeyIndex* order, index_t n, index_t* bad) noexcept nogil
     cdef int merge_rebuild(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                           const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil
-    cdef int check_batch_disjoint(self, const addr_t* starts, const addr_t* lasts, const KeyIndex* order,
-                                  index_t n, index_t* bad, index_t* other) noexcept nogil
+                           const label_t* labels, const KeyIndex* order, index_t n, index_t* bad) noexcept nogil
+    cdef void install(self, Builder* b) noexcept nogil
     cdef int grow_top(self, index_t need) noexcept nogil
     cdef int split_leaf(self, index_t li, index_t h) noexcept nogil
     cdef void drop_leaves(self, index_t first, index_t stop) noexcept nogil
@@ -59,7 +80,7 @@ cdef class ExtentMap:
     # Python-level helpers (argument checks, guards, results).
     cdef add_batch(self, starts, lengths, targets, labels)
     cdef fill_arrays(self, out)
-    cdef tuple check_range(self, start, length)
+    cdef int check_range(self, start, length, addr_t* first, addr_t* last) except -1
     cdef tuple window(self, lo, hi)
     cdef object make_extent(self, Leaf* leaf, index_t j)
     cdef int ensure_prefix(self) except -1

@@ -64,8 +64,6 @@ DEFAULT_LEAF_CAPACITY = 256
 cdef addr_t ADDR_MAX = 0xFFFFFFFFFFFFFFFF
 cdef object SPACE_END = 1 << 64
 
-Extent = namedtuple("Extent", "start length target label")
-Extent.__doc__ = """One extent: ``[start, start + length)`` translating to ``target``, with ``label``."""
 ExtentArrays = namedtuple("ExtentArrays", "starts lengths targets labels")
 ExtentArrays.__doc__ = """Extents as four arrays (uint64, uint64, uint64, uint32), in address order."""
 Ranges = namedtuple("Ranges", "starts lengths")
@@ -149,13 +147,90 @@ cdef inline void leaf_set(Leaf* leaf, index_t j, addr_t start, addr_t last, addr
     leaf.label[j] = label
 
 
+@cython.final
+cdef class Extent:
+    """One extent: ``[start, start + length)`` translating to ``target``, with ``label``.
+
+    It behaves as the tuple ``(start, length, target, label)``: unpack it, index it, compare
+    it with a tuple.  It holds C integers (no Python object until a field is read), so that
+    ``ExtentMap.lookup`` and iteration stay cheap.
+
+    >>> e = Extent(0x1000, 0x200, 0x9000, 7)
+    >>> start, length, target, label = e
+    >>> e == (4096, 512, 36864, 7), e.end, e[1]
+    (True, 4608, 512)
+    """
+
+    def __init__(self, start, length, target, label):
+        self.start = to_u64(start, "start")
+        self.length = to_u64(length, "length")
+        self.target = to_u64(target, "target")
+        if to_u64(label, "label") > 0xFFFFFFFF:
+            raise InvalidRangeError(f"label {label} does not fit in 32 bits")
+        self.label = label
+
+    @property
+    def end(self):
+        """``start + length`` (an int, up to 2**64)."""
+        return <object>self.start + self.length
+
+    cdef tuple as_tuple(self):
+        return (self.start, self.length, self.target, self.label)
+
+    def __iter__(self):
+        return iter(self.as_tuple())
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return self.as_tuple()[index]
+
+    def __eq__(self, other):
+        if isinstance(other, Extent):
+            return self.as_tuple() == (<Extent>other).as_tuple()
+        if isinstance(other, tuple):
+            return self.as_tuple() == other
+        return NotImplemented
+
+    def __hash__(self):
+        return hash(self.as_tuple())
+
+    def __repr__(self):
+        return (f"Extent(start={self.start}, length={self.length}, target={self.target}, "
+                f"label={self.label})")
+
+    def __reduce__(self):
+        return (Extent, self.as_tuple())
+
+    def _asdict(self):
+        """The fields as a dict."""
+        return {"start": self.start, "length": self.length, "target": self.target, "label": self.label}
+
+
+cdef Extent make_extent(const Leaf* leaf, index_t j):
+    cdef Extent e = Extent.__new__(Extent)
+    e.start = leaf.start[j]
+    e.length = leaf.last[j] - leaf.start[j] + 1
+    e.target = leaf.target[j]
+    e.label = leaf.label[j]
+    return e
+
+
 # ---------------------------------------------------------------------------------------
 # Argument checking (under the GIL: it builds error messages)
 # ---------------------------------------------------------------------------------------
 
 cdef addr_t to_u64(object value, str what) except? 0xFFFFFFFFFFFFFFFF:
     """An int in 0 .. 2**64-1 from ``value``, or a dcdmap error naming ``what``."""
-    if type(value) is not int:
+    cdef addr_t fast
+    if type(value) is int:
+        try:
+            fast = value            # C conversion; OverflowError if negative or too big
+            return fast
+        except OverflowError:
+            pass
+    else:
         if isinstance(value, (float, complex, str, bytes)):
             raise InputTypeError(f"{what} must be an integer, not {type(value).__name__} {value!r}")
         try:
@@ -252,16 +327,78 @@ cdef int check_batch(const addr_t* starts, const addr_t* lengths, const addr_t* 
     return OK
 
 
-cdef int check_sorted_disjoint(const addr_t* lasts, const KeyIndex* order, index_t n,
-                               index_t* bad, index_t* other) noexcept nogil:
-    """With ranges in start order (order[k].key = start), find two that overlap."""
-    cdef index_t k
+cdef int check_sorted_disjoint(const addr_t* starts, const addr_t* lasts, const KeyIndex* order,
+                               index_t n, index_t* bad, index_t* other) noexcept nogil:
+    """Find two ranges of a batch that overlap, taking them in start order (``order``, or
+    as given when it is NULL)."""
+    cdef index_t k, i, prev = order[0].index if order != NULL else 0
     for k in range(1, n):
-        if order[k].key <= lasts[order[k - 1].index]:
-            bad[0] = order[k].index
-            other[0] = order[k - 1].index
+        i = order[k].index if order != NULL else k
+        if starts[i] <= lasts[prev]:
+            bad[0] = i
+            other[0] = prev
             return OVERLAP_BATCH
+        prev = i
     return OK
+
+
+# ---------------------------------------------------------------------------------------
+# Building leaves in one pass (from_arrays, large insert_many)
+# ---------------------------------------------------------------------------------------
+
+# The Builder struct is declared in extentmap.pxd.
+
+
+cdef int builder_init(Builder* b, index_t total, index_t cap) noexcept nogil:
+    b.nl = (total + cap - 1) // cap
+    b.alloc = max(b.nl, 16)
+    b.total = total
+    b.cap = cap
+    b.li = -1
+    b.left = 0
+    b.written = 0
+    b.mapped = 0
+    b.prev_last = 0
+    b.leaves = <Leaf**>malloc(b.alloc * sizeof(Leaf*))
+    b.fence = <addr_t*>malloc(b.alloc * sizeof(addr_t))
+    if b.leaves == NULL or b.fence == NULL:
+        free(b.leaves)
+        free(b.fence)
+        return -1
+    return 0
+
+
+cdef inline int builder_push(Builder* b, addr_t start, addr_t last, addr_t target,
+                             label_t label) noexcept nogil:
+    """Append the next extent: 0, or 1 if it overlaps the previous one, or -1 out of memory."""
+    cdef Leaf* leaf
+    if b.written and start <= b.prev_last:
+        return 1
+    if b.left == 0:
+        leaf = leaf_new(b.cap)
+        if leaf == NULL:
+            return -1
+        b.li += 1
+        b.leaves[b.li] = leaf
+        b.fence[b.li] = start
+        # Spread evenly, so that no leaf is left nearly empty.
+        b.left = b.total // b.nl + (1 if b.li < b.total % b.nl else 0)
+    leaf = b.leaves[b.li]
+    leaf_set(leaf, leaf.n, start, last, target, label)
+    leaf.n += 1
+    b.left -= 1
+    b.written += 1
+    b.mapped += last - start + 1
+    b.prev_last = last
+    return 0
+
+
+cdef void builder_discard(Builder* b) noexcept nogil:
+    cdef index_t i
+    for i in range(b.li + 1):
+        free(b.leaves[i])
+    free(b.leaves)
+    free(b.fence)
 
 
 cdef raise_batch_error(int status, index_t i, index_t other, starts, lengths, targets, addr_t granule):
@@ -722,37 +859,19 @@ cdef class ExtentMap:
         removed[0] = gone
         return 0
 
-    cdef int build_from_sorted(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                               const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil:
-        """Fill an empty map with n checked, disjoint extents, taken in `order` (or as given)."""
-        cdef index_t nl = (n + self.cap - 1) // self.cap, i, j, k = 0, src, fill
-        cdef Leaf* leaf
-        if n == 0:
-            return 0
-        if self.grow_top(nl) < 0:
-            return -1
-        for i in range(nl):
-            leaf = leaf_new(self.cap)
-            if leaf == NULL:
-                self.free_all()
-                return -1
-            self.leaves[i] = leaf
-            self.nleaves = i + 1
-            # Spread evenly, so that the last leaf is not left nearly empty.
-            fill = n // nl + (1 if i < n % nl else 0)
-            j = 0
-            while j < fill:
-                src = order[k].index if order != NULL else k
-                leaf_set(leaf, j, starts[src], lasts[src],
-                         targets[src] if targets != NULL else starts[src],
-                         labels[src] if labels != NULL else 0)
-                self.mapped += lasts[src] - starts[src] + 1
-                j += 1
-                k += 1
-            leaf.n = j
-            self.fence[i] = leaf.start[0]
-        self.count = n
-        return 0
+    cdef void install(self, Builder* b) noexcept nogil:
+        """Replace the map's contents by what the builder wrote."""
+        self.free_all()
+        free(self.leaves)
+        free(self.fence)
+        free(self.prefix)
+        self.prefix = NULL
+        self.leaves = b.leaves
+        self.fence = b.fence
+        self.leaves_alloc = b.alloc
+        self.nleaves = b.li + 1
+        self.count = b.written
+        self.mapped = b.mapped
 
     cdef int ensure_prefix(self) except -1:
         cdef index_t i, total = 0
@@ -769,8 +888,8 @@ cdef class ExtentMap:
         self.prefix_ok = True
         return 0
 
-    cdef tuple check_range(self, start, length):
-        """(start, last) of a valid range, or the error that names what is wrong."""
+    cdef int check_range(self, start, length, addr_t* first, addr_t* last) except -1:
+        """Store start and last byte of a valid range, or raise the error that names what is wrong."""
         cdef addr_t s = to_u64(start, "start")
         cdef addr_t n = to_u64(length, "length")
         if n == 0:
@@ -781,11 +900,12 @@ cdef class ExtentMap:
             raise AlignmentError(f"length {n:#x} is not a multiple of the granule {self.granule:#x}")
         if n - 1 > ADDR_MAX - s:
             raise InvalidRangeError(f"range {s:#x} + {n:#x} ends past 2**64")
-        return s, s + (n - 1)
+        first[0] = s
+        last[0] = s + (n - 1)
+        return 0
 
     cdef object make_extent(self, Leaf* leaf, index_t j):
-        return tuple.__new__(Extent, (leaf.start[j], leaf.last[j] - leaf.start[j] + 1,
-                                      leaf.target[j], leaf.label[j]))
+        return make_extent(leaf, j)
 
     # ------------------------------------------------------------------ scalar API
 
@@ -805,7 +925,7 @@ cdef class ExtentMap:
         cdef addr_t s, last, t
         cdef label_t lab
         cdef index_t li, j
-        s, last = self.check_range(start, length)
+        self.check_range(start, length, &s, &last)
         t = s if target is None else to_u64(target, "target")
         if last - s > ADDR_MAX - t:
             raise InvalidRangeError(f"target {t:#x} + length {last - s + 1:#x} ends past 2**64")
@@ -832,7 +952,7 @@ cdef class ExtentMap:
         O(log n + k) for k extents removed.
         """
         cdef addr_t s, last, gone
-        s, last = self.check_range(start, length)
+        self.check_range(start, length, &s, &last)
         self.check_mutable()
         if self.remove_c(s, last, &gone) < 0:
             raise MemoryError()
@@ -891,7 +1011,7 @@ cdef class ExtentMap:
         """The extents that meet ``[start, start + length)``, whole (not clipped), as ExtentArrays."""
         cdef addr_t s, last
         cdef index_t li, j, k, n = 0
-        s, last = self.check_range(start, length)
+        self.check_range(start, length, &s, &last)
         self.check_not_writing()
         li, j = self.first_ending_at_or_after(s)
         # Count, then fill.
@@ -1334,9 +1454,13 @@ cdef class ExtentMap:
                     if order == NULL:
                         status = NO_MEMORY
                 if status == OK:
-                    status = self.check_batch_disjoint(&vs[0], &vlast[0], order, n, &bad, &other)
-                if status == OK and self.apply_batch(&vs[0], &vlast[0], tp, bp, order, n) < 0:
-                    status = NO_MEMORY
+                    status = check_sorted_disjoint(&vs[0], &vlast[0], order, n, &bad, &other)
+                if status == OK:
+                    # Few into many: one by one.  Otherwise one merge pass, O(n + m).
+                    if n * 16 < self.count:
+                        status = self.insert_each(&vs[0], &vlast[0], tp, bp, order, n, &bad)
+                    else:
+                        status = self.merge_rebuild(&vs[0], &vlast[0], tp, bp, order, n, &bad)
             free(order)
             order = NULL
         finally:
@@ -1346,88 +1470,57 @@ cdef class ExtentMap:
             raise_batch_error(status, bad, other, s_arr, l_arr, t_arr, self.granule)
         self.changed()
 
-    cdef int check_batch_disjoint(self, const addr_t* starts, const addr_t* lasts, const KeyIndex* order,
-                                  index_t n, index_t* bad, index_t* other) noexcept nogil:
-        """No two ranges of the batch overlap, and none overlaps the map."""
-        cdef index_t k, i, prev = -1
+    cdef int insert_each(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
+                         const label_t* labels, const KeyIndex* order, index_t n,
+                         index_t* bad) noexcept nogil:
+        """Insert a few disjoint extents one by one, after checking none overlaps the map."""
+        cdef index_t k, i
         for k in range(n):
             i = order[k].index if order != NULL else k
-            if prev >= 0 and starts[i] <= lasts[prev]:
-                bad[0] = i
-                other[0] = prev
-                return OVERLAP_BATCH
             if self.overlaps(starts[i], lasts[i]):
                 bad[0] = i
                 return OVERLAP_MAP
-            prev = i
+        for k in range(n):
+            i = order[k].index if order != NULL else k
+            if self.insert_c(starts[i], lasts[i], targets[i] if targets != NULL else starts[i],
+                             labels[i] if labels != NULL else 0) < 0:
+                return NO_MEMORY
         return OK
 
-    cdef int apply_batch(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                         const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil:
-        """Insert checked, disjoint extents: one by one if few, else merge and rebuild."""
-        cdef index_t k, i
-        if self.count == 0:
-            return self.build_from_sorted(starts, lasts, targets, labels, order, n)
-        if n * 16 < self.count:
-            for k in range(n):
-                i = order[k].index if order != NULL else k
-                if self.insert_c(starts[i], lasts[i], targets[i] if targets != NULL else starts[i],
-                                 labels[i] if labels != NULL else 0) < 0:
-                    return -1
-            return 0
-        return self.merge_rebuild(starts, lasts, targets, labels, order, n)
-
     cdef int merge_rebuild(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                           const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil:
-        """Merge the map's extents with n sorted new ones into freshly built leaves."""
-        cdef index_t total = self.count + n, old_n = self.nleaves, li = 0, j = 0, k = 0, w = 0, i
-        cdef addr_t* ms = <addr_t*>malloc(total * sizeof(addr_t))
-        cdef addr_t* ml = <addr_t*>malloc(total * sizeof(addr_t))
-        cdef addr_t* mt = <addr_t*>malloc(total * sizeof(addr_t))
-        cdef label_t* mb = <label_t*>malloc(total * sizeof(label_t))
-        cdef Leaf** old_leaves = self.leaves
-        cdef addr_t* old_fence = self.fence
+                           const label_t* labels, const KeyIndex* order, index_t n,
+                           index_t* bad) noexcept nogil:
+        """Merge the map's extents with n disjoint new ones (in start order) into new leaves,
+        in one pass; an overlap with the map discards the new leaves and leaves the map as it was."""
+        cdef Builder b
+        cdef index_t li = 0, j = 0, k = 0, i = -1, last_new = -1
+        cdef int r
         cdef Leaf* leaf
-        cdef index_t old_alloc = self.leaves_alloc, old_count = self.count
-        cdef addr_t old_mapped = self.mapped
-        cdef int status
-        if ms == NULL or ml == NULL or mt == NULL or mb == NULL:
-            free(ms); free(ml); free(mt); free(mb)
-            return -1
-        while w < total:
-            i = (order[k].index if order != NULL else k) if k < n else -1
-            if li < old_n and (i < 0 or old_leaves[li].start[j] < starts[i]):
-                leaf = old_leaves[li]
-                ms[w] = leaf.start[j]; ml[w] = leaf.last[j]; mt[w] = leaf.target[j]; mb[w] = leaf.label[j]
+        if builder_init(&b, self.count + n, self.cap) < 0:
+            return NO_MEMORY
+        while k < n or li < self.nleaves:
+            if k < n:
+                i = order[k].index if order != NULL else k
+            if li < self.nleaves and (k == n or self.leaves[li].start[j] < starts[i]):
+                leaf = self.leaves[li]
+                r = builder_push(&b, leaf.start[j], leaf.last[j], leaf.target[j], leaf.label[j])
                 j += 1
                 if j == leaf.n:
                     li += 1
                     j = 0
+                if r > 0:
+                    i = last_new      # old extents are disjoint: the new one before it overlaps
             else:
-                ms[w] = starts[i]; ml[w] = lasts[i]
-                mt[w] = targets[i] if targets != NULL else starts[i]
-                mb[w] = labels[i] if labels != NULL else 0
+                r = builder_push(&b, starts[i], lasts[i], targets[i] if targets != NULL else starts[i],
+                                 labels[i] if labels != NULL else 0)
+                last_new = i
                 k += 1
-            w += 1
-        # Build the new leaves on fresh top arrays; restore the old ones if memory runs out.
-        self.leaves = NULL
-        self.fence = NULL
-        self.leaves_alloc = 0
-        self.nleaves = 0
-        self.mapped = 0
-        self.prefix_ok = False
-        status = self.build_from_sorted(ms, ml, mt, mb, NULL, total)
-        free(ms); free(ml); free(mt); free(mb)
-        if status < 0:
-            free(self.leaves); free(self.fence)
-            self.leaves = old_leaves; self.fence = old_fence; self.leaves_alloc = old_alloc
-            self.nleaves = old_n; self.count = old_count; self.mapped = old_mapped
-            return -1
-        for li in range(old_n):
-            free(old_leaves[li])
-        free(old_leaves)
-        free(old_fence)
-        return 0
+            if r != 0:
+                builder_discard(&b)
+                bad[0] = i
+                return NO_MEMORY if r < 0 else OVERLAP_MAP
+        self.install(&b)
+        return OK
 
     def remove_many(self, starts, lengths):
         """Unmap every range ``[starts[i], starts[i] + lengths[i])``; return the bytes unmapped.
@@ -1440,6 +1533,8 @@ cdef class ExtentMap:
         cdef const addr_t[::1] vs, vl
         cdef addr_t[::1] vlast
         cdef addr_t gone, total = 0
+        cdef KeyIndex* order = NULL
+        cdef index_t i
         s_arr = as_u64_array(starts, "starts")
         l_arr = as_u64_array(lengths, "lengths")
         n = s_arr.shape[0]
@@ -1456,13 +1551,20 @@ cdef class ExtentMap:
         try:
             with nogil:
                 status = check_batch(&vs[0], &vl[0], NULL, &vlast[0], n, self.granule - 1, &bad)
+                if status == OK and n >= SORT_MIN and not is_sorted(&vs[0], n):
+                    # In address order the searches stay in cache.
+                    order = sort_by_key(&vs[0], n, max(0, varying_bits(&vs[0], n) - LOCALITY_BITS))
+                    if order == NULL:
+                        status = NO_MEMORY
                 if status == OK:
                     for k in range(n):
-                        if self.remove_c(vs[k], vlast[k], &gone) < 0:
+                        i = order[k].index if order != NULL else k
+                        if self.remove_c(vs[i], vlast[i], &gone) < 0:
                             status = NO_MEMORY
                             break
                         total += gone
         finally:
+            free(order)
             self.writing = False
         if status != OK:
             raise_batch_error(status, bad, 0, s_arr, l_arr, None, self.granule)
