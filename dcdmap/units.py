@@ -49,11 +49,23 @@ def parse_size(text: str | int) -> int:
     return int(number, 0) << _SHIFT[suffix.lower()]
 
 
-def format_size(nbytes: int) -> str:
-    """The shortest exact binary form of ``nbytes``: ``2097152`` → ``'2MiB'``, ``100`` → ``'100B'``."""
+_UNITS = (("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10))
+
+
+def format_size(nbytes: int, exact: bool = True) -> str:
+    """``nbytes`` in binary units.
+
+    Exact (the default): the largest unit that divides it, ``2097152`` → ``'2MiB'``,
+    ``100`` → ``'100B'``.  Not exact: three significant digits, ``202169111488`` → ``'188GiB'``.
+
+    >>> format_size(202169111488, exact=False), format_size(1536, exact=False)
+    ('188GiB', '1.5KiB')
+    """
     if nbytes < 0:
         raise InvalidRangeError(f"size {nbytes} is negative")
-    for suffix, shift in (("EiB", 60), ("PiB", 50), ("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if nbytes and nbytes % (1 << shift) == 0:
+    for suffix, shift in _UNITS:
+        if exact and nbytes and nbytes % (1 << shift) == 0:
             return f"{nbytes >> shift}{suffix}"
+        if not exact and nbytes >= 1 << shift:
+            return f"{nbytes / (1 << shift):.3g}{suffix}".replace("e+", "e")
     return f"{nbytes}B"

@@ -1,0 +1,29 @@
+"""Shared test configuration: Hypothesis profiles.
+
+* ``default`` (used unless HYPOTHESIS_PROFILE says otherwise): few examples, no deadline,
+  so the whole suite runs in well under a minute or two on a small machine;
+* ``ci``: many more examples and longer state-machine runs, for a nightly job;
+* ``dev``: a quick smoke run while editing the engine.
+
+Choose one with ``HYPOTHESIS_PROFILE=ci python -m pytest``.
+"""
+import os
+import sys
+
+from hypothesis import HealthCheck, settings
+
+# ``python -m pytest`` from the repository root puts the root on sys.path; a bare ``pytest``
+# does not, and the tests import the in-place built package from the work tree.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# No example database by default: it would litter the work tree with .hypothesis/; a failure
+# prints the falsifying example (and a reproduce blob) instead.
+_common = dict(deadline=None, print_blob=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+settings.register_profile("default", max_examples=40, stateful_step_count=40, database=None, **_common)
+settings.register_profile("dev", max_examples=10, stateful_step_count=25, **_common)
+settings.register_profile("ci", max_examples=600, stateful_step_count=100, database=None, **_common)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

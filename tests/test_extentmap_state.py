@@ -1,0 +1,405 @@
+"""The engine against the reference model, driven by a Hypothesis state machine (STYLE item 11).
+
+Every rule applies one call to both the engine (:class:`dcdmap.ExtentMap`) and the naive
+model (:class:`reference.RefMap`) and compares the results, or demands that both raise
+the same dcdmap error class.  After every step the engine's ``check_invariants()`` runs
+and its whole state (``to_arrays``, ``len``, ``mapped_bytes``) must equal the model's, so a
+failed call that left a trace, or a mutation that went wrong, is caught at once.
+
+Leaves hold 4, 5 or 8 extents, so splits, merges and borrowing between leaves happen in
+nearly every run, and the addresses live in a window of a couple of thousand granules, so
+that overlaps, holes and coalescible neighbours are common.  Separate machines run with
+granule 1, 64 and 4096, and with the window at the very top of the address space (its
+end is exactly 2**64).
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from dcdmap import ExtentMap
+from dcdmap.errors import DcdmapError
+from reference import SPACE, RefMap
+
+LABELS = st.sampled_from([0, 0, 0, 1, 1, 7, 2**32 - 1])
+
+
+def both(engine, ref, name, *args, **kwargs):
+    """Call ``name`` on the engine and on the reference; demand the same error class (or
+    none) and return both results."""
+    try:
+        got, got_err = getattr(engine, name)(*args, **kwargs), None
+    except DcdmapError as e:
+        got, got_err = None, e
+    try:
+        exp, exp_err = getattr(ref, name)(*args, **kwargs), None
+    except DcdmapError as e:
+        exp, exp_err = None, e
+    assert type(got_err) is type(exp_err), (
+        f"{name}{args}{kwargs or ''}: engine raised {got_err!r}, reference raised {exp_err!r}")
+    return got, exp
+
+
+def assert_same_array(got, exp, dtype):
+    assert isinstance(got, np.ndarray) and got.dtype == dtype and got.ndim == 1, got
+    assert got.tolist() == np.asarray(exp).tolist()
+
+
+def extents_of(arrays):
+    """ExtentArrays -> list of (start, length, target, label) tuples, checking dtypes."""
+    for a, dt in zip(arrays, (np.uint64, np.uint64, np.uint64, np.uint32)):
+        assert a.dtype == dt and a.ndim == 1
+    return list(zip(*(a.tolist() for a in arrays)))
+
+
+class ExtentMapMachine(RuleBasedStateMachine):
+    """Shared helpers; the rules live in the class make_machine() builds."""
+
+    GRANULE = 64
+    BASE = 0
+    WINDOW = 2048
+
+    def __init__(self):
+        super().__init__()
+        self.m = None
+        self.ref = None
+        self.snapshots = []     # (an older map object, the reference state it must still hold)
+
+    def resolve_target(self, target, start, length):
+        if target is None:
+            return None
+        kind, v = target
+        if kind == "delta":
+            return start + v if isinstance(start, int) and 0 <= start + v else v
+        if kind == "top":   # ends exactly at 2**64, or one granule past it
+            return max(0, SPACE - length + v) if isinstance(length, int) and length > 0 else v
+        return v
+
+    # ------------------------------------------------------------------ set-up and checks
+
+    @initialize(cap=st.sampled_from([4, 5, 8]))
+    def init_map(self, cap):
+        self.cap = cap
+        self.m = ExtentMap(self.GRANULE, leaf_capacity=cap)
+        self.ref = RefMap(self.GRANULE)
+        assert self.m.granule == self.GRANULE and self.m.leaf_capacity == cap
+
+    @invariant()
+    def invariants_and_state(self):
+        if self.m is None:
+            return
+        self.m.check_invariants()
+        got = self.m.to_arrays()
+        exp = self.ref.to_arrays()
+        for a, b in zip(got, exp):
+            assert a.dtype == b.dtype
+            assert np.array_equal(a, b), f"engine {got}\nreference {exp}"
+        assert len(self.m) == len(self.ref)
+        assert self.m.mapped_bytes == self.ref.mapped_bytes
+        for old, old_ref in self.snapshots:
+            old.check_invariants()
+            assert [tuple(e) for e in old] == [tuple(e) for e in old_ref], "a copy shares state"
+
+    def window_end(self):
+        return self.BASE + self.WINDOW * self.GRANULE
+
+    # ------------------------------------------------------------------ scalar mutations
+
+    @rule()
+    def coalesce(self):
+        got, exp = both(self.m, self.ref, "coalesce")
+        assert got == exp
+
+    @precondition(lambda self: self.ref is not None and len(self.ref) > 40)
+    @rule()
+    def clear(self):
+        self.m.clear()
+        self.ref.clear()
+        assert len(self.m) == 0 and self.m.mapped_bytes == 0
+
+    # ------------------------------------------------------------------ scalar queries
+
+    @rule(data=st.data())
+    def gaps(self, data):
+        end = self.window_end()
+        lo = data.draw(st.one_of(st.integers(self.BASE, end), st.just(0), st.just(-1)), label="lo")
+        hi = data.draw(st.one_of(st.integers(self.BASE, end), st.just(SPACE), st.just(SPACE + 1)),
+                       label="hi")
+        kwargs = {} if (lo, hi) == (0, SPACE) else {"lo": lo, "hi": hi}
+        got, exp = both(self.m, self.ref, "gaps", **kwargs)
+        if exp is not None:
+            assert got.starts.dtype == np.uint64 and got.lengths.dtype == np.uint64
+            assert list(zip(got.starts.tolist(), got.lengths.tolist())) == exp
+
+    @rule(data=st.data())
+    def find_free(self, data):
+        g, end = self.GRANULE, self.window_end()
+        length = data.draw(st.one_of(st.integers(1, 64).map(lambda k: k * g),
+                                     st.sampled_from([0, g + 1 if g > 1 else 0, SPACE - g])), label="length")
+        align = data.draw(st.one_of(st.none(), st.integers(0, 6).map(lambda j: g << j),
+                                    st.sampled_from([3 * g, g // 2 if g > 1 else 0])), label="align")
+        lo = data.draw(st.one_of(st.just(None), st.integers(self.BASE, end)), label="lo")
+        hi = data.draw(st.one_of(st.just(None), st.integers(self.BASE, end)), label="hi")
+        kwargs = {"align": align}
+        if lo is not None:
+            kwargs["lo"] = lo
+        if hi is not None:
+            kwargs["hi"] = hi
+        got, exp = both(self.m, self.ref, "find_free", length, **kwargs)
+        assert got == exp
+        if got is not None:   # and it really is free
+            assert not self.ref.overlapping(got, length)
+
+    @rule(data=st.data())
+    def getitem_and_iter(self, data):
+        n = len(self.ref)
+        i = data.draw(st.integers(-n - 1, n), label="index")
+        if -n <= i < n:
+            assert tuple(self.m[i]) == tuple(self.ref[i])
+        else:
+            with pytest.raises(IndexError):
+                self.m[i]
+        assert [tuple(e) for e in self.m] == [tuple(e) for e in self.ref]
+
+    # ------------------------------------------------------------------ batch queries
+
+    def queries(self, seed, size, mapped_only, order):
+        """``size`` query addresses: extent edges, bytes inside extents, random bytes of the
+        window; sorted, reversed or shuffled."""
+        rng = np.random.default_rng(seed)
+        g, base, w = self.GRANULE, self.BASE, self.WINDOW
+        pool = [e for e in self.ref.ext]
+        out = []
+        for _ in range(size):
+            kind = rng.integers(0, 4)
+            if pool and (mapped_only or kind < 3):
+                s, last, _, _ = pool[rng.integers(0, len(pool))]
+                pick = rng.integers(0, 3)
+                out.append(s if pick == 0 else last if pick == 1 else s + int(rng.integers(0, min(last - s + 1, 1 << 62))))
+            elif mapped_only:
+                break
+            else:
+                out.append(base + int(rng.integers(0, w * g)))
+        arr = np.array(out, dtype=np.uint64)
+        if order == "sorted":
+            arr.sort()
+        elif order == "reversed":
+            arr = np.sort(arr)[::-1].copy()
+        return arr
+
+    QUERY_SIZES = st.sampled_from([0, 1, 5, 64, 511, 512, 900])
+    ORDERS = st.sampled_from(["sorted", "shuffled", "shuffled", "reversed"])
+
+    @rule(seed=st.integers(0, 2**32 - 1), size=QUERY_SIZES, mapped_only=st.booleans(), order=ORDERS,
+          missing=st.sampled_from([None, None, 0, 2**64 - 1, 12345]), as_list=st.booleans())
+    def translate_many(self, seed, size, mapped_only, order, missing, as_list):
+        q = self.queries(seed, size, mapped_only, order)
+        arg = q.tolist() if as_list else q
+        got, exp = both(self.m, self.ref, "translate_many", arg, missing=missing)
+        if exp is not None:
+            assert_same_array(got, exp, np.uint64)
+
+    @rule(seed=st.integers(0, 2**32 - 1), size=QUERY_SIZES, order=ORDERS)
+    def lookup_contains_many(self, seed, size, order):
+        q = self.queries(seed, size, False, order)
+        got, exp = both(self.m, self.ref, "lookup_many", q)
+        assert_same_array(got, exp, np.int64)
+        for i, k in zip(q.tolist()[:50], got.tolist()[:50]):   # the index is m[i]'s
+            if k >= 0:
+                e = self.m[k]
+                assert e.start <= i < e.start + e.length
+        got, exp = both(self.m, self.ref, "contains_many", q)
+        assert_same_array(got, exp, np.bool_)
+
+    # ------------------------------------------------------------------ batch mutations
+
+    @rule(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([1, 2, 3, 8, 30, 80]),
+          spoil=st.sampled_from([None, None, None, "map", "batch", "misaligned", "zero"]),
+          shuffle=st.booleans(), with_targets=st.booleans(), with_labels=st.booleans())
+    def insert_many_free(self, seed, n, spoil, shuffle, with_targets, with_labels):
+        """Batches placed in free space (so they succeed unless spoiled on purpose): small
+        batches take the engine's one-by-one path, large ones its merge-and-rebuild path."""
+        rng = np.random.default_rng(seed)
+        g = self.GRANULE
+        holes = [(s, ln) for s, ln in self.ref.gaps(self.BASE, self.window_end()) if ln >= g]
+        rng.shuffle(holes)
+        items = []
+        for s, ln in holes[:n]:
+            k = ln // g
+            off = int(rng.integers(0, k))
+            size = int(rng.integers(1, k - off + 1))
+            size = min(size, 1 + int(rng.integers(0, 8)))
+            target = ("delta", 0) if rng.integers(0, 2) else ("abs", int(rng.integers(0, 4096)) * g)
+            items.append((s + off * g, size * g, target, int(rng.integers(0, 3))))
+        if spoil == "map" and len(self.ref):
+            e = self.ref.ext[int(rng.integers(0, len(self.ref)))]
+            items.append((e[0], g, None, 0))
+        elif spoil == "batch" and items:
+            items.append(items[int(rng.integers(0, len(items)))])
+        elif spoil == "misaligned" and g > 1 and items:
+            s, ln, t, b = items[-1]
+            items[-1] = (s, ln + g // 2, t, b)
+        elif spoil == "zero" and items:
+            s, ln, t, b = items[0]
+            items[0] = (s, 0, t, b)
+        if not shuffle:
+            items.sort(key=lambda it: it[0])
+        self._insert_many(items, with_targets, with_labels, as_arrays=True)
+
+    def _insert_many(self, items, with_targets, with_labels, as_arrays):
+        starts = [it[0] for it in items]
+        lengths = [it[1] for it in items]
+        targets = [self.resolve_target(it[2], it[0], it[1]) for it in items]
+        targets = [it[0] if t is None else t for it, t in zip(items, targets)]
+        labels = [it[3] for it in items]
+        args = [starts, lengths, targets if with_targets else None, labels if with_labels else None]
+        if as_arrays:
+            try:
+                args = [None if a is None else np.array(a, dtype=np.uint64) for a in args]
+            except OverflowError:   # a value outside uint64: stay with lists
+                pass
+        got, exp = both(self.m, self.ref, "insert_many", *args)
+        assert got is None
+
+    # ------------------------------------------------------------------ copies and state
+
+    def _swap_in(self, new):
+        """Carry on with ``new`` (which must equal the current map); keep the old object and
+        check in every later step that it never changes."""
+        assert new == self.m and not (new != self.m)
+        new.check_invariants()
+        self.snapshots = (self.snapshots + [(self.m, self.ref.copy())])[-2:]
+        self.m = new
+
+    @rule(how=st.sampled_from(["copy", "copy.copy", "deepcopy"]))
+    def copy(self, how):
+        new = {"copy": lambda m: m.copy(), "copy.copy": copy.copy, "deepcopy": copy.deepcopy}[how](self.m)
+        assert new is not self.m
+        assert new.leaf_capacity == self.cap and new.granule == self.GRANULE
+        self._swap_in(new)
+
+    @rule(use_pickle=st.booleans())
+    def bytes_round_trip(self, use_pickle):
+        data = self.m.to_bytes()
+        assert isinstance(data, bytes)
+        assert data == self.ref.to_bytes()
+        assert RefMap.from_bytes(data) == self.ref
+        if use_pickle:
+            new = pickle.loads(pickle.dumps(self.m))
+            assert new == self.m and new.granule == self.GRANULE
+            new = ExtentMap.from_arrays(*new.to_arrays(), granule=self.GRANULE, leaf_capacity=self.cap)
+        else:
+            new = ExtentMap.from_bytes(data, leaf_capacity=self.cap)
+        assert new.granule == self.GRANULE
+        self._swap_in(new)
+
+    @rule(seed=st.integers(0, 2**32 - 1))
+    def from_arrays_shuffled(self, seed):
+        arrays = self.m.to_arrays()
+        perm = np.random.default_rng(seed).permutation(len(arrays.starts))
+        new = ExtentMap.from_arrays(*(a[perm] for a in arrays), granule=self.GRANULE,
+                                    leaf_capacity=self.cap)
+        self._swap_in(new)
+
+
+def make_machine(name, granule, base, window=2048):
+    """A state machine class for one granule and one window ``[base, base + window*granule)``."""
+    g, w = granule, window
+
+    # ------------------------------------------------------------------ strategies
+
+    aligned = st.integers(0, w - 1).map(lambda k: base + k * g)
+    # Mostly granule-aligned starts in the window; now and then a misaligned or wild one.
+    starts = st.one_of(
+        aligned, aligned, aligned, aligned, aligned, aligned,
+        st.tuples(st.integers(0, w - 1), st.integers(1, max(1, g - 1))).map(
+            lambda t: base + t[0] * g + (t[1] if g > 1 else 0)),
+        st.sampled_from([-g, SPACE, SPACE - g, 0]),
+    )
+    # Mostly a few granules, sometimes long (hundreds of extents), rarely bad.
+    short = st.integers(1, 8).map(lambda k: k * g)
+    long_ = st.integers(1, w).map(lambda k: k * g)
+    lengths = st.one_of(short, short, short, short, long_, long_,
+                        st.sampled_from([0, g // 2 if g > 1 else 0, g + 1 if g > 1 else 0, -g, SPACE]))
+    # Any byte of the window, or its edges.
+    inside = st.integers(0, w * g - 1).map(lambda off: base + off)
+    addrs = st.one_of(inside, inside, inside, st.sampled_from([0, SPACE - 1, base, base + w * g - 1]))
+    # None (the start), an offset from the start (kept symbolic so that neighbours continue
+    # each other and coalesce), an absolute value, or one that ends at / past 2**64.
+    targets = st.one_of(
+        st.none(), st.none(),
+        st.sampled_from([("delta", 0), ("delta", 64 * g), ("delta", 1 << 50)]),
+        st.integers(0, 4096).map(lambda k: ("abs", k * g)),
+        st.sampled_from([("top", 0), ("top", g)]),
+    )
+
+    class Machine(ExtentMapMachine):
+        GRANULE = g
+        BASE = base
+        WINDOW = w
+
+        @rule(start=starts, length=lengths, tgt=targets, label=LABELS)   # ("target" is reserved)
+        def insert(self, start, length, tgt, label):
+            t = self.resolve_target(tgt, start, length)
+            got, exp = both(self.m, self.ref, "insert", start, length, target=t, label=label)
+            assert got is None
+
+        @rule(start=starts, length=lengths, label=st.sampled_from([2**32, -1]))
+        def insert_bad_label(self, start, length, label):
+            both(self.m, self.ref, "insert", start, length, label=label)
+
+        @rule(start=starts, length=lengths)
+        def remove(self, start, length):
+            got, exp = both(self.m, self.ref, "remove", start, length)
+            assert got == exp
+
+        @rule(addr=addrs)
+        def lookup_translate_contains(self, addr):
+            got, exp = both(self.m, self.ref, "lookup", addr)
+            assert (got is None and exp is None) or tuple(got) == tuple(exp)
+            got, exp = both(self.m, self.ref, "translate", addr)
+            assert got == exp
+            assert (addr in self.m) == (addr in self.ref)
+
+        @rule(start=starts, length=lengths)
+        def overlapping(self, start, length):
+            got, exp = both(self.m, self.ref, "overlapping", start, length)
+            if exp is not None:
+                assert extents_of(got) == [tuple(e) for e in exp]
+
+        @rule(items=st.lists(st.tuples(starts, lengths, targets, LABELS), max_size=6),
+              with_targets=st.booleans(), with_labels=st.booleans())
+        def insert_many_random(self, items, with_targets, with_labels):
+            """Arbitrary small batches: often overlapping or bad, so this mostly checks that the
+            batch is refused whole with the right error."""
+            self._insert_many(items, with_targets, with_labels, as_arrays=False)
+
+        @rule(items=st.lists(st.tuples(starts, lengths), max_size=5), as_arrays=st.booleans())
+        def remove_many(self, items, as_arrays):
+            starts = [s for s, _ in items]
+            lengths = [n for _, n in items]
+            if as_arrays and all(0 <= v < SPACE for v in starts + lengths):
+                starts, lengths = np.array(starts, dtype=np.uint64), np.array(lengths, dtype=np.uint64)
+            got, exp = both(self.m, self.ref, "remove_many", starts, lengths)
+            assert got == exp
+
+    Machine.__name__ = Machine.__qualname__ = name
+    return Machine
+
+
+Granule1 = make_machine("Granule1", 1, 0)
+Granule64 = make_machine("Granule64", 64, 1 << 40)
+Granule4096 = make_machine("Granule4096", 4096, (1 << 52) + 7 * 4096)
+TopOfSpace = make_machine("TopOfSpace", 64, SPACE - 2048 * 64)              # ends at 2**64
+TopOfSpaceGranule1 = make_machine("TopOfSpaceGranule1", 1, SPACE - 2048)    # ends at 2**64
+
+TestGranule1 = Granule1.TestCase
+TestGranule64 = Granule64.TestCase
+TestGranule4096 = Granule4096.TestCase
+TestTopOfSpace = TopOfSpace.TestCase
+TestTopOfSpaceGranule1 = TopOfSpaceGranule1.TestCase
