@@ -18,11 +18,12 @@ directives = {
     "cdivision": True,
     "embedsignature": True,
     "binding": True,
+    "autotestdict": False,
 }
 macros = [("DCDMAP_DEBUG", "1" if DEBUG else "0"), ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
 
-MODULES = ["_sort", "extentmap"]
+MODULES = ["_sort", "extentmap", "compose", "tagview", "sharing"]
 
 extensions = [
     Extension(f"dcdmap._core.{name}", [f"dcdmap/_core/{name}.pyx"],

@@ -26,6 +26,8 @@ __all__ = [
     "ArrayShapeError",
     "CorruptDataError",
     "ConcurrentModificationError",
+    "SequenceError",
+    "InterleaveError",
 ]
 
 
@@ -66,3 +68,11 @@ class CorruptDataError(DcdmapError, ValueError):
 
 class ConcurrentModificationError(DcdmapError, RuntimeError):
     """An object was mutated while another thread was running a batch call on it."""
+
+
+class SequenceError(DcdmapError, ValueError):
+    """Shared-extent sequence numbers are not exactly 0..n-1 (a gap, a duplicate, a bad start)."""
+
+
+class InterleaveError(DcdmapError, ValueError):
+    """Interleave parameters do not fit the strips (chunk size, strip count or strip lengths)."""

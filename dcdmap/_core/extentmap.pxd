@@ -3,6 +3,8 @@
 # header essay (layout, invariants, complexity) are in extentmap.pyx.
 from dcdmap._core._types cimport addr_t, label_t, index_t
 from dcdmap._core._sort cimport KeyIndex
+from dcdmap._core._search cimport last_le
+from libc.stdint cimport int64_t, uint8_t
 
 cdef struct Leaf:
     index_t n             # extents held, 1 <= n <= capacity
@@ -26,6 +28,11 @@ cdef struct Builder:     # fills new leaves in one pass (from_arrays, large inse
     addr_t prev_last
 
 
+cdef struct Finger:     # where the previous search ended: leaf li (-1: none), slot j
+    index_t li
+    index_t j
+
+
 cdef class Extent:
     # One extent, as C integers; behaves as the tuple (start, length, target, label).
     cdef readonly addr_t start
@@ -35,10 +42,14 @@ cdef class Extent:
     cdef tuple as_tuple(self)
 
 
+cdef struct MapView:     # what a search needs; lives inside its ExtentMap (its address is stable)
+    Leaf** leaves        # leaves in address order
+    addr_t* fence        # fence[i] == leaves[i].start[0], contiguous for fast search
+    index_t nleaves
+
+
 cdef class ExtentMap:
-    cdef Leaf** leaves          # leaves in address order
-    cdef addr_t* fence          # fence[i] == leaves[i].start[0], contiguous for fast search
-    cdef index_t nleaves
+    cdef MapView v              # leaves and fences (see MapView)
     cdef index_t leaves_alloc   # slots allocated in leaves[] and fence[]
     cdef index_t cap            # extents per leaf
     cdef index_t count          # extents in the map
@@ -61,8 +72,8 @@ cdef class ExtentMap:
     # Searches.
     cdef index_t find_leaf(self, addr_t addr) noexcept nogil
     cdef bint overlaps(self, addr_t start, addr_t last) noexcept nogil
-    cdef tuple first_ending_at_or_after(self, addr_t addr)
     cdef index_t leaf_of_rank(self, index_t i) noexcept
+    cdef index_t holes(self, addr_t a, addr_t b_last, addr_t* starts, addr_t* lengths) noexcept nogil
     # Mutations: 0 on success, -1 when out of memory (the map is then unchanged);
     # batch ones return a status code and the offending index in *bad.
     cdef int insert_c(self, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil
@@ -89,3 +100,62 @@ cdef class ExtentMap:
     cdef int begin_read(self) except -1
     cdef int begin_write(self) except -1
     cdef int changed(self) except -1
+
+
+# Find the extent holding addr starting from the finger's previous answer (cheap when
+# successive addresses are close); the finger must start as li = -1.
+cdef bint finger_find(const MapView* v, Finger* f, addr_t addr) noexcept nogil
+
+cdef enum QueryMode:
+    Q_TRANSLATE     # out_addr[i] = translation (or the fill value)
+    Q_LOOKUP        # out_index[i] = rank of the extent, or -1
+    Q_CONTAINS      # out_found[i] = 0 / 1
+    Q_LABEL         # out_index[i] = label of the extent, or -1
+
+# Answer n queries in one pass without the GIL (sorting them first for locality when many).
+# Returns the caller's index of the first unmapped address when translating without a fill
+# value (-1 if none), or -2 when out of memory.  Q_LOOKUP needs m.ensure_prefix() first.
+cdef index_t query_batch(ExtentMap m, const addr_t* q, index_t n, QueryMode mode,
+                         addr_t* out_addr, int64_t* out_index, uint8_t* out_found,
+                         bint fill, addr_t fill_value) noexcept nogil
+
+
+cdef inline bint seek(const MapView* v, addr_t addr, Finger* f) noexcept nogil:
+    """Put the finger on the first extent whose last byte is >= addr; False if there is none."""
+    cdef Leaf* leaf
+    f.li = last_le(v.fence, 0, v.nleaves, addr)
+    f.j = 0
+    if f.li < 0:
+        f.li = 0
+        return v.nleaves > 0
+    leaf = v.leaves[f.li]
+    f.j = last_le(leaf.start, 0, leaf.n, addr)
+    if leaf.last[f.j] < addr:
+        return advance(v, f)
+    return True
+
+
+cdef inline bint advance(const MapView* v, Finger* f) noexcept nogil:
+    """Move the finger to the next extent in address order; False past the last one."""
+    f.j += 1
+    if f.j == v.leaves[f.li].n:
+        f.li += 1
+        f.j = 0
+    return f.li < v.nleaves
+
+# An int in 0 .. 2**64-1 from a Python object, or a dcdmap error naming `what`.
+cdef addr_t to_u64(object value, str what) except? 0xFFFFFFFFFFFFFFFF
+
+
+cdef inline bint view_translate(const MapView* v, addr_t addr, addr_t* out) noexcept nogil:
+    """Translate addr through the map behind v: True and *out, or False when unmapped."""
+    cdef index_t li = last_le(v.fence, 0, v.nleaves, addr), j
+    cdef Leaf* leaf
+    if li < 0:
+        return False
+    leaf = v.leaves[li]
+    j = last_le(leaf.start, 0, leaf.n, addr)
+    if addr > leaf.last[j]:
+        return False
+    out[0] = leaf.target[j] + (addr - leaf.start[j])
+    return True

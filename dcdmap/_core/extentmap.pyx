@@ -52,6 +52,7 @@ from libc.string cimport memmove, memcpy
 
 from dcdmap._core._types cimport addr_t, label_t, index_t, DCDMAP_DEBUG
 from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits
+from dcdmap._core._search cimport last_le, gallop_le
 
 from dcdmap.errors import (
     AlignmentError, ArrayShapeError, ConcurrentModificationError, CorruptDataError,
@@ -74,31 +75,6 @@ cdef index_t SORT_MIN = 512
 # Bits of the query key the radix pass sorts on: enough that queries of one leaf end up
 # together, far cheaper than a full sort.
 cdef int LOCALITY_BITS = 22
-
-
-# ---------------------------------------------------------------------------------------
-# Searching sorted arrays
-# ---------------------------------------------------------------------------------------
-
-cdef inline index_t last_le(const addr_t* a, index_t lo, index_t hi, addr_t key) noexcept nogil:
-    """The last i in [lo, hi) with a[i] <= key, or lo - 1 when there is none."""
-    cdef index_t mid
-    while lo < hi:
-        mid = lo + ((hi - lo) >> 1)
-        if a[mid] <= key:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo - 1
-
-
-cdef inline index_t gallop_le(const addr_t* a, index_t lo, index_t hi, addr_t key) noexcept nogil:
-    """Like last_le, knowing a[lo] <= key: cheap when the answer is near lo."""
-    cdef index_t step = 1
-    while lo + step < hi and a[lo + step] <= key:
-        lo += step
-        step <<= 1
-    return last_le(a, lo + 1, lo + step if lo + step < hi else hi, key)
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,10 +405,31 @@ cdef raise_batch_error(int status, index_t i, index_t other, starts, lengths, ta
 # Batch queries: one C loop for translate_many, lookup_many and contains_many
 # ---------------------------------------------------------------------------------------
 
-cdef enum QueryMode:
-    Q_TRANSLATE
-    Q_LOOKUP
-    Q_CONTAINS
+cdef bint finger_find(const MapView* v, Finger* f, addr_t addr) noexcept nogil:
+    """Find the extent holding addr, starting from the finger's previous answer: gallop
+    forward within the leaf or across leaves, search backward from scratch.  Leaves the finger
+    on the extent (found) or the last extent starting at or before addr (f.li = -1 if none)."""
+    cdef Leaf* leaf
+    if v.nleaves == 0:
+        f.li = -1
+        return False
+    if f.li >= 0 and f.li < v.nleaves and addr >= v.fence[f.li]:
+        leaf = v.leaves[f.li]
+        if f.li + 1 < v.nleaves and addr >= v.fence[f.li + 1]:
+            f.li = gallop_le(v.fence, f.li + 1, v.nleaves, addr)
+            leaf = v.leaves[f.li]
+            f.j = gallop_le(leaf.start, 0, leaf.n, addr)
+        elif f.j < leaf.n and addr >= leaf.start[f.j]:
+            f.j = gallop_le(leaf.start, f.j, leaf.n, addr)
+        else:
+            f.j = last_le(leaf.start, 0, f.j if f.j < leaf.n else leaf.n, addr)
+        return addr <= leaf.last[f.j]
+    f.li = last_le(v.fence, 0, f.li if 0 <= f.li < v.nleaves else v.nleaves, addr)
+    if f.li < 0:
+        return False
+    leaf = v.leaves[f.li]
+    f.j = last_le(leaf.start, 0, leaf.n, addr)
+    return addr <= leaf.last[f.j]
 
 
 cdef index_t query_batch(ExtentMap m, const addr_t* q, index_t n, QueryMode mode,
@@ -441,11 +438,14 @@ cdef index_t query_batch(ExtentMap m, const addr_t* q, index_t n, QueryMode mode
     """Answer n queries; return the caller's index of the first unmapped address when
     translating without a fill value (-1 if none), or -2 when out of memory."""
     cdef KeyIndex* order = NULL
-    cdef index_t k, pos, li = -1, j = 0, first_bad = -1
+    cdef index_t k, pos, first_bad = -1
     cdef addr_t addr
     cdef bint found
-    cdef Leaf* leaf = NULL
-    if n >= SORT_MIN and m.nleaves > 1 and not is_sorted(q, n):
+    cdef Finger f
+    cdef Leaf* leaf
+    f.li = -1
+    f.j = 0
+    if n >= SORT_MIN and m.v.nleaves > 1 and not is_sorted(q, n):
         order = sort_by_key(q, n, max(0, varying_bits(q, n) - LOCALITY_BITS))
         if order == NULL:
             return -2
@@ -456,35 +456,19 @@ cdef index_t query_batch(ExtentMap m, const addr_t* q, index_t n, QueryMode mode
         else:
             addr = q[k]
             pos = k
-        # Finger search: start from the previous answer (li, j).
-        found = False
-        if m.nleaves == 0:
-            li = -1
-        elif li >= 0 and addr >= m.fence[li]:
-            if li + 1 < m.nleaves and addr >= m.fence[li + 1]:
-                li = gallop_le(m.fence, li + 1, m.nleaves, addr)
-                leaf = m.leaves[li]
-                j = gallop_le(leaf.start, 0, leaf.n, addr)
-            elif addr >= leaf.start[j]:
-                j = gallop_le(leaf.start, j, leaf.n, addr)
-            else:
-                j = last_le(leaf.start, 0, j, addr)
-            found = addr <= leaf.last[j]
-        else:
-            li = last_le(m.fence, 0, li if li >= 0 else m.nleaves, addr)
-            if li >= 0:
-                leaf = m.leaves[li]
-                j = last_le(leaf.start, 0, leaf.n, addr)
-                found = addr <= leaf.last[j]
+        found = finger_find(&m.v, &f, addr)
+        leaf = m.v.leaves[f.li] if found else NULL
         if mode == Q_TRANSLATE:
             if found:
-                out_addr[pos] = leaf.target[j] + (addr - leaf.start[j])
+                out_addr[pos] = leaf.target[f.j] + (addr - leaf.start[f.j])
             elif fill:
                 out_addr[pos] = fill_value
             elif first_bad < 0 or pos < first_bad:
                 first_bad = pos
         elif mode == Q_LOOKUP:
-            out_index[pos] = m.prefix[li] + j if found else -1
+            out_index[pos] = m.prefix[f.li] + f.j if found else -1
+        elif mode == Q_LABEL:
+            out_index[pos] = leaf.label[f.j] if found else -1
         else:
             out_found[pos] = found
     free(order)
@@ -528,10 +512,10 @@ cdef class ExtentMap:
     """
 
     def __cinit__(self):
-        self.leaves = NULL
-        self.fence = NULL
+        self.v.leaves = NULL
+        self.v.fence = NULL
         self.prefix = NULL
-        self.nleaves = 0
+        self.v.nleaves = 0
         self.leaves_alloc = 0
         self.count = 0
         self.mapped = 0
@@ -555,15 +539,15 @@ cdef class ExtentMap:
 
     def __dealloc__(self):
         self.free_all()
-        free(self.leaves)
-        free(self.fence)
+        free(self.v.leaves)
+        free(self.v.fence)
         free(self.prefix)
 
     cdef void free_all(self) noexcept nogil:
         cdef index_t i
-        for i in range(self.nleaves):
-            free(self.leaves[i])
-        self.nleaves = 0
+        for i in range(self.v.nleaves):
+            free(self.v.leaves[i])
+        self.v.nleaves = 0
         self.count = 0
         self.mapped = 0
         self.prefix_ok = False
@@ -592,7 +576,7 @@ cdef class ExtentMap:
     @property
     def nbytes(self):
         """Bytes of memory the map holds (leaves, top-level arrays, caches)."""
-        cdef size_t total = <size_t>self.nleaves * leaf_size(self.cap)
+        cdef size_t total = <size_t>self.v.nleaves * leaf_size(self.cap)
         total += <size_t>self.leaves_alloc * (sizeof(Leaf*) + sizeof(addr_t))
         if self.prefix != NULL:
             total += <size_t>(self.leaves_alloc + 1) * sizeof(index_t)
@@ -638,14 +622,14 @@ cdef class ExtentMap:
     # ------------------------------------------------------------------ C core
 
     cdef index_t find_leaf(self, addr_t addr) noexcept nogil:
-        return last_le(self.fence, 0, self.nleaves, addr)
+        return last_le(self.v.fence, 0, self.v.nleaves, addr)
 
     cdef bint locate(self, addr_t addr, index_t* li, index_t* j) noexcept nogil:
         cdef index_t i = self.find_leaf(addr)
         cdef Leaf* leaf
         if i < 0:
             return False
-        leaf = self.leaves[i]
+        leaf = self.v.leaves[i]
         li[0] = i
         j[0] = last_le(leaf.start, 0, leaf.n, addr)
         return addr <= leaf.last[j[0]]
@@ -655,7 +639,7 @@ cdef class ExtentMap:
         cdef Leaf* leaf
         if not self.locate(addr, &li, &j):
             return False
-        leaf = self.leaves[li]
+        leaf = self.v.leaves[li]
         out[0] = leaf.target[j] + (addr - leaf.start[j])
         return True
 
@@ -665,7 +649,7 @@ cdef class ExtentMap:
         cdef Leaf* leaf
         if li < 0:
             return False
-        leaf = self.leaves[li]
+        leaf = self.v.leaves[li]
         return leaf.last[last_le(leaf.start, 0, leaf.n, last)] >= start
 
     cdef int grow_top(self, index_t need) noexcept nogil:
@@ -675,14 +659,14 @@ cdef class ExtentMap:
         if need <= alloc:
             return 0
         alloc = max(need, alloc * 2, 16)
-        leaves = <Leaf**>realloc(self.leaves, alloc * sizeof(Leaf*))
+        leaves = <Leaf**>realloc(self.v.leaves, alloc * sizeof(Leaf*))
         if leaves == NULL:
             return -1
-        self.leaves = leaves
-        fence = <addr_t*>realloc(self.fence, alloc * sizeof(addr_t))
+        self.v.leaves = leaves
+        fence = <addr_t*>realloc(self.v.fence, alloc * sizeof(addr_t))
         if fence == NULL:
             return -1
-        self.fence = fence
+        self.v.fence = fence
         self.leaves_alloc = alloc
         free(self.prefix)           # sized by leaves_alloc; rebuilt on demand
         self.prefix = NULL
@@ -691,9 +675,9 @@ cdef class ExtentMap:
 
     cdef int split_leaf(self, index_t li, index_t h) noexcept nogil:
         """Move slots [h, n) of leaf li into a new leaf li + 1."""
-        cdef Leaf* left = self.leaves[li]
+        cdef Leaf* left = self.v.leaves[li]
         cdef Leaf* right
-        if self.grow_top(self.nleaves + 1) < 0:
+        if self.grow_top(self.v.nleaves + 1) < 0:
             return -1
         right = leaf_new(self.cap)
         if right == NULL:
@@ -701,11 +685,11 @@ cdef class ExtentMap:
         leaf_move(right, 0, left, h, left.n - h)
         right.n = left.n - h
         left.n = h
-        memmove(&self.leaves[li + 2], &self.leaves[li + 1], (self.nleaves - li - 1) * sizeof(Leaf*))
-        memmove(&self.fence[li + 2], &self.fence[li + 1], (self.nleaves - li - 1) * sizeof(addr_t))
-        self.leaves[li + 1] = right
-        self.fence[li + 1] = right.start[0]
-        self.nleaves += 1
+        memmove(&self.v.leaves[li + 2], &self.v.leaves[li + 1], (self.v.nleaves - li - 1) * sizeof(Leaf*))
+        memmove(&self.v.fence[li + 2], &self.v.fence[li + 1], (self.v.nleaves - li - 1) * sizeof(addr_t))
+        self.v.leaves[li + 1] = right
+        self.v.fence[li + 1] = right.start[0]
+        self.v.nleaves += 1
         return 0
 
     cdef void drop_leaves(self, index_t first, index_t stop) noexcept nogil:
@@ -714,21 +698,21 @@ cdef class ExtentMap:
         if stop <= first:
             return
         for i in range(first, stop):
-            free(self.leaves[i])
-        memmove(&self.leaves[first], &self.leaves[stop], (self.nleaves - stop) * sizeof(Leaf*))
-        memmove(&self.fence[first], &self.fence[stop], (self.nleaves - stop) * sizeof(addr_t))
-        self.nleaves -= stop - first
+            free(self.v.leaves[i])
+        memmove(&self.v.leaves[first], &self.v.leaves[stop], (self.v.nleaves - stop) * sizeof(Leaf*))
+        memmove(&self.v.fence[first], &self.v.fence[stop], (self.v.nleaves - stop) * sizeof(addr_t))
+        self.v.nleaves -= stop - first
 
     cdef void rebalance(self, index_t li) noexcept nogil:
         """Keep leaf li at least a quarter full: merge it with a neighbour, or borrow from one."""
         cdef index_t a, want
         cdef Leaf* left
         cdef Leaf* right
-        if self.nleaves < 2 or li < 0 or li >= self.nleaves or self.leaves[li].n >= self.cap // 4:
+        if self.v.nleaves < 2 or li < 0 or li >= self.v.nleaves or self.v.leaves[li].n >= self.cap // 4:
             return
-        a = li if li + 1 < self.nleaves else li - 1
-        left = self.leaves[a]
-        right = self.leaves[a + 1]
+        a = li if li + 1 < self.v.nleaves else li - 1
+        left = self.v.leaves[a]
+        right = self.v.leaves[a + 1]
         if left.n + right.n <= self.cap:
             leaf_move(left, left.n, right, 0, right.n)
             left.n += right.n
@@ -744,29 +728,29 @@ cdef class ExtentMap:
             leaf_move(right, 0, left, want, left.n - want)
             right.n += left.n - want
         left.n = want
-        self.fence[a + 1] = right.start[0]
+        self.v.fence[a + 1] = right.start[0]
 
     cdef int insert_c(self, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil:
         """Insert a checked extent that overlaps nothing."""
         cdef index_t li, j, h
         cdef Leaf* leaf
-        if self.nleaves == 0:
+        if self.v.nleaves == 0:
             if self.grow_top(1) < 0:
                 return -1
             leaf = leaf_new(self.cap)
             if leaf == NULL:
                 return -1
-            self.leaves[0] = leaf
-            self.nleaves = 1
+            self.v.leaves[0] = leaf
+            self.v.nleaves = 1
             li = j = 0
         else:
             li = self.find_leaf(start)
             if li < 0:
                 li = j = 0
             else:
-                leaf = self.leaves[li]
+                leaf = self.v.leaves[li]
                 j = last_le(leaf.start, 0, leaf.n, start) + 1
-            leaf = self.leaves[li]
+            leaf = self.v.leaves[li]
             if leaf.n == self.cap:
                 # Appending to a full leaf (the ascending-insert pattern) keeps it 3/4 full.
                 h = self.cap - self.cap // 4 if j == self.cap else self.cap // 2
@@ -775,12 +759,12 @@ cdef class ExtentMap:
                 if j > h:
                     li += 1
                     j -= h
-                leaf = self.leaves[li]
+                leaf = self.v.leaves[li]
         leaf_move(leaf, j + 1, leaf, j, leaf.n - j)
         leaf_set(leaf, j, start, last, target, label)
         leaf.n += 1
         if j == 0:
-            self.fence[li] = start
+            self.v.fence[li] = start
         self.count += 1
         self.mapped += last - start + 1
         return 0
@@ -791,13 +775,13 @@ cdef class ExtentMap:
         cdef addr_t gone = 0, cut
         cdef Leaf* leaf
         removed[0] = 0
-        if self.nleaves == 0:
+        if self.v.nleaves == 0:
             return 0
         li = self.find_leaf(start)
         if li < 0:
             li = j = 0
         else:
-            leaf = self.leaves[li]
+            leaf = self.v.leaves[li]
             j = last_le(leaf.start, 0, leaf.n, start)
             if leaf.last[j] < start:
                 j += 1
@@ -810,7 +794,7 @@ cdef class ExtentMap:
                         if j >= self.cap // 2:
                             li += 1
                             j -= self.cap // 2
-                        leaf = self.leaves[li]
+                        leaf = self.v.leaves[li]
                     leaf_move(leaf, j + 2, leaf, j + 1, leaf.n - j - 1)
                     leaf_set(leaf, j + 1, last + 1, leaf.last[j],
                              leaf.target[j] + (last + 1 - leaf.start[j]), leaf.label[j])
@@ -828,8 +812,8 @@ cdef class ExtentMap:
                 j = 0
         # Delete the extents that lie wholly inside, leaf by leaf; trim the one straddling `last`.
         i = li
-        while i < self.nleaves:
-            leaf = self.leaves[i]
+        while i < self.v.nleaves:
+            leaf = self.v.leaves[i]
             k = last_le(leaf.last, j, leaf.n, last) + 1
             for t in range(j, k):
                 gone += leaf.last[t] - leaf.start[t] + 1
@@ -843,14 +827,14 @@ cdef class ExtentMap:
                     leaf.start[j] += cut
                     leaf.target[j] += cut
                 if j == 0:
-                    self.fence[i] = leaf.start[0]
+                    self.v.fence[i] = leaf.start[0]
                 break
             i += 1
             j = 0
         # Leaves emptied on the way are contiguous, from li (or li + 1 if li kept some) to i.
-        if li < self.nleaves:
-            first_empty = li if self.leaves[li].n == 0 else li + 1
-            self.drop_leaves(first_empty, min(i, self.nleaves))
+        if li < self.v.nleaves:
+            first_empty = li if self.v.leaves[li].n == 0 else li + 1
+            self.drop_leaves(first_empty, min(i, self.v.nleaves))
             self.rebalance(first_empty)
             if first_empty > li:
                 self.rebalance(li)
@@ -862,14 +846,14 @@ cdef class ExtentMap:
     cdef void install(self, Builder* b) noexcept nogil:
         """Replace the map's contents by what the builder wrote."""
         self.free_all()
-        free(self.leaves)
-        free(self.fence)
+        free(self.v.leaves)
+        free(self.v.fence)
         free(self.prefix)
         self.prefix = NULL
-        self.leaves = b.leaves
-        self.fence = b.fence
+        self.v.leaves = b.leaves
+        self.v.fence = b.fence
         self.leaves_alloc = b.alloc
-        self.nleaves = b.li + 1
+        self.v.nleaves = b.li + 1
         self.count = b.written
         self.mapped = b.mapped
 
@@ -881,10 +865,10 @@ cdef class ExtentMap:
             self.prefix = <index_t*>malloc((self.leaves_alloc + 1) * sizeof(index_t))
             if self.prefix == NULL:
                 raise MemoryError()
-        for i in range(self.nleaves):
+        for i in range(self.v.nleaves):
             self.prefix[i] = total
-            total += self.leaves[i].n
-        self.prefix[self.nleaves] = total
+            total += self.v.leaves[i].n
+        self.prefix[self.v.nleaves] = total
         self.prefix_ok = True
         return 0
 
@@ -936,8 +920,8 @@ cdef class ExtentMap:
         self.check_mutable()
         if self.overlaps(s, last):
             li = self.find_leaf(last)
-            j = last_le(self.leaves[li].start, 0, self.leaves[li].n, last)
-            old = self.make_extent(self.leaves[li], j)
+            j = last_le(self.v.leaves[li].start, 0, self.v.leaves[li].n, last)
+            old = self.make_extent(self.v.leaves[li], j)
             raise OverlapError(f"[{s:#x}, {last + 1:#x}) overlaps [{old.start:#x}, "
                                f"{old.start + old.length:#x}), already in the map")
         if self.insert_c(s, last, t, lab) < 0:
@@ -965,7 +949,7 @@ cdef class ExtentMap:
         cdef index_t li, j
         self.check_not_writing()
         if self.locate(a, &li, &j):
-            return self.make_extent(self.leaves[li], j)
+            return self.make_extent(self.v.leaves[li], j)
         return None
 
     def translate(self, addr):
@@ -994,11 +978,11 @@ cdef class ExtentMap:
         self.check_not_writing()
         self.ensure_prefix()
         li = self.leaf_of_rank(i)
-        return self.make_extent(self.leaves[li], i - self.prefix[li])
+        return self.make_extent(self.v.leaves[li], i - self.prefix[li])
 
     cdef index_t leaf_of_rank(self, index_t i) noexcept:
         """The leaf holding the extent of rank i (prefix must be valid)."""
-        cdef index_t lo = 0, hi = self.nleaves, mid
+        cdef index_t lo = 0, hi = self.v.nleaves, mid
         while lo < hi:
             mid = (lo + hi) >> 1
             if self.prefix[mid] <= i:
@@ -1010,49 +994,30 @@ cdef class ExtentMap:
     def overlapping(self, start, length):
         """The extents that meet ``[start, start + length)``, whole (not clipped), as ExtentArrays."""
         cdef addr_t s, last
-        cdef index_t li, j, k, n = 0
+        cdef index_t k, n = 0
+        cdef Finger f, f0
+        cdef bint more
         self.check_range(start, length, &s, &last)
         self.check_not_writing()
-        li, j = self.first_ending_at_or_after(s)
-        # Count, then fill.
-        cdef index_t li0 = li, j0 = j
-        while li < self.nleaves and self.leaves[li].start[j] <= last:
+        more = seek(&self.v, s, &f0)
+        f = f0
+        while more and self.v.leaves[f.li].start[f.j] <= last:      # count, then fill
             n += 1
-            j += 1
-            if j == self.leaves[li].n:
-                li += 1
-                j = 0
+            more = advance(&self.v, &f)
         out = ExtentArrays(np.empty(n, np.uint64), np.empty(n, np.uint64),
                            np.empty(n, np.uint64), np.empty(n, np.uint32))
         cdef addr_t[::1] os = out.starts, ol = out.lengths, ot = out.targets
         cdef label_t[::1] ob = out.labels
-        li, j = li0, j0
         cdef Leaf* leaf
+        f = f0
         for k in range(n):
-            leaf = self.leaves[li]
-            os[k] = leaf.start[j]
-            ol[k] = leaf.last[j] - leaf.start[j] + 1
-            ot[k] = leaf.target[j]
-            ob[k] = leaf.label[j]
-            j += 1
-            if j == leaf.n:
-                li += 1
-                j = 0
+            leaf = self.v.leaves[f.li]
+            os[k] = leaf.start[f.j]
+            ol[k] = leaf.last[f.j] - leaf.start[f.j] + 1
+            ot[k] = leaf.target[f.j]
+            ob[k] = leaf.label[f.j]
+            advance(&self.v, &f)
         return out
-
-    cdef tuple first_ending_at_or_after(self, addr_t addr):
-        """(leaf, slot) of the first extent whose last byte is >= addr; (nleaves, 0) if none."""
-        cdef index_t li = self.find_leaf(addr), j
-        cdef Leaf* leaf
-        if li < 0:
-            return (0, 0)
-        leaf = self.leaves[li]
-        j = last_le(leaf.start, 0, leaf.n, addr)
-        if leaf.last[j] < addr:
-            j += 1
-            if j == leaf.n:
-                return (li + 1, 0)
-        return (li, j)
 
     def gaps(self, lo=0, hi=SPACE_END):
         """The unmapped holes inside ``[lo, hi)``, as Ranges (starts, lengths), in address order.
@@ -1061,36 +1026,42 @@ cdef class ExtentMap:
         told in a uint64 length and raises InvalidRangeError.
         """
         cdef addr_t a, b_last
+        cdef index_t n
         a, b_last = self.window(lo, hi)
         self.check_not_writing()
         if self.count == 0 and a == 0 and b_last == ADDR_MAX:
             raise InvalidRangeError("the hole [0, 2**64) has a length that does not fit in 64 bits")
-        starts = []
-        lengths = []
-        cdef index_t li, j
-        cdef addr_t cur = a            # the first byte not yet accounted for
-        cdef bint covered = False      # an extent reaches the window's last byte
+        n = self.holes(a, b_last, NULL, NULL)               # count, then fill
+        out = Ranges(np.empty(n, np.uint64), np.empty(n, np.uint64))
+        cdef addr_t[::1] os = out.starts, ol = out.lengths
+        if n:
+            self.holes(a, b_last, &os[0], &ol[0])
+        return out
+
+    cdef index_t holes(self, addr_t a, addr_t b_last, addr_t* starts, addr_t* lengths) noexcept nogil:
+        """Count the holes in [a, b_last], and store them when starts is not NULL."""
+        cdef index_t n = 0
+        cdef addr_t cur = a          # the first byte not yet accounted for
+        cdef Finger f
         cdef Leaf* leaf
-        li, j = self.first_ending_at_or_after(a)
-        while li < self.nleaves:
-            leaf = self.leaves[li]
-            if leaf.start[j] > b_last:
+        cdef bint more = seek(&self.v, a, &f)
+        while more:
+            leaf = self.v.leaves[f.li]
+            if leaf.start[f.j] > b_last:
                 break
-            if leaf.start[j] > cur:
-                starts.append(cur)
-                lengths.append(leaf.start[j] - cur)
-            if leaf.last[j] >= b_last:
-                covered = True
-                break
-            cur = leaf.last[j] + 1
-            j += 1
-            if j == leaf.n:
-                li += 1
-                j = 0
-        if not covered:
-            starts.append(cur)
-            lengths.append(b_last - cur + 1)
-        return Ranges(np.array(starts, dtype=np.uint64), np.array(lengths, dtype=np.uint64))
+            if leaf.start[f.j] > cur:
+                if starts != NULL:
+                    starts[n] = cur
+                    lengths[n] = leaf.start[f.j] - cur
+                n += 1
+            if leaf.last[f.j] >= b_last:
+                return n              # covered up to the window's end
+            cur = leaf.last[f.j] + 1
+            more = advance(&self.v, &f)
+        if starts != NULL:
+            starts[n] = cur
+            lengths[n] = b_last - cur + 1
+        return n + 1
 
     cdef tuple window(self, lo, hi):
         """(lo, hi - 1) of a window [lo, hi) with lo < hi <= 2**64."""
@@ -1118,7 +1089,8 @@ cdef class ExtentMap:
         8192
         """
         cdef addr_t n = to_u64(length, "length"), al, cur, a, b_last, end_last
-        cdef index_t li, j
+        cdef Finger f
+        cdef bint more
         cdef Leaf* leaf
         if n == 0 or n & (self.granule - 1):
             if n == 0:
@@ -1135,32 +1107,25 @@ cdef class ExtentMap:
                 return None
             a = (a | (al - 1)) + 1
         cur = a
-        li, j = self.first_ending_at_or_after(cur)
+        more = seek(&self.v, cur, &f)
         while True:
             if n - 1 > ADDR_MAX - cur:
                 return None
             end_last = cur + (n - 1)
             if end_last > b_last:
                 return None
-            if li >= self.nleaves:
+            if not more:
                 return cur
-            leaf = self.leaves[li]
-            if leaf.start[j] > end_last:
+            leaf = self.v.leaves[f.li]
+            if leaf.start[f.j] > end_last:
                 return cur
-            # Blocked by this extent: jump past it, rounded up.
-            if leaf.last[j] == ADDR_MAX or (leaf.last[j] | (al - 1)) == ADDR_MAX:
+            # Blocked by this extent: jump past it, rounded up; skip what ends before that.
+            if (leaf.last[f.j] | (al - 1)) == ADDR_MAX:
                 return None
-            cur = (leaf.last[j] | (al - 1)) + 1
-            j += 1
-            if j == leaf.n:
-                li += 1
-                j = 0
-            # Skip extents that end before the new candidate.
-            while li < self.nleaves and self.leaves[li].last[j] < cur:
-                j += 1
-                if j == self.leaves[li].n:
-                    li += 1
-                    j = 0
+            cur = (leaf.last[f.j] | (al - 1)) + 1
+            more = advance(&self.v, &f)
+            while more and self.v.leaves[f.li].last[f.j] < cur:
+                more = advance(&self.v, &f)
 
     def coalesce(self):
         """Merge neighbours that touch, carry the same label and whose targets continue.
@@ -1179,9 +1144,9 @@ cdef class ExtentMap:
         if self.count == 0:
             return 0
         # Repack in place: the write cursor (wi, wj) never passes the read cursor (ri, rj).
-        dst = self.leaves[0]
-        for ri in range(self.nleaves):
-            src = self.leaves[ri]
+        dst = self.v.leaves[0]
+        for ri in range(self.v.nleaves):
+            src = self.v.leaves[ri]
             for rj in range(src.n):
                 if wj >= 0 and continues(dst, wj, src, rj):
                     dst.last[wj] = src.last[rj]
@@ -1192,15 +1157,15 @@ cdef class ExtentMap:
                     dst.n = self.cap
                     wi += 1
                     wj = 0
-                    dst = self.leaves[wi]
+                    dst = self.v.leaves[wi]
                 leaf_set(dst, wj, src.start[rj], src.last[rj], src.target[rj], src.label[rj])
         dst.n = wj + 1
         for keep in range(wi):
-            self.leaves[keep].n = self.cap
-        self.drop_leaves(wi + 1, self.nleaves)
-        for keep in range(self.nleaves):
-            self.fence[keep] = self.leaves[keep].start[0]
-        self.rebalance(self.nleaves - 1)
+            self.v.leaves[keep].n = self.cap
+        self.drop_leaves(wi + 1, self.v.nleaves)
+        for keep in range(self.v.nleaves):
+            self.v.fence[keep] = self.v.leaves[keep].start[0]
+        self.rebalance(self.v.nleaves - 1)
         self.count -= merges
         self.changed()
         return merges
@@ -1216,16 +1181,16 @@ cdef class ExtentMap:
         cdef ExtentMap other = ExtentMap(self.granule, leaf_capacity=self.cap)
         cdef index_t i
         self.check_not_writing()
-        if other.grow_top(self.nleaves) < 0:
+        if other.grow_top(self.v.nleaves) < 0:
             raise MemoryError()
-        for i in range(self.nleaves):
-            other.leaves[i] = leaf_new(self.cap)
-            if other.leaves[i] == NULL:
+        for i in range(self.v.nleaves):
+            other.v.leaves[i] = leaf_new(self.cap)
+            if other.v.leaves[i] == NULL:
                 raise MemoryError()
-            other.nleaves = i + 1
-            memcpy(other.leaves[i] + 1, self.leaves[i] + 1, leaf_size(self.cap) - sizeof(Leaf))
-            other.leaves[i].n = self.leaves[i].n
-            other.fence[i] = self.fence[i]
+            other.v.nleaves = i + 1
+            memcpy(other.v.leaves[i] + 1, self.v.leaves[i] + 1, leaf_size(self.cap) - sizeof(Leaf))
+            other.v.leaves[i].n = self.v.leaves[i].n
+            other.v.fence[i] = self.v.fence[i]
         other.count = self.count
         other.mapped = self.mapped
         return other
@@ -1246,14 +1211,14 @@ cdef class ExtentMap:
         """
         cdef Py_ssize_t version = self.version
         cdef index_t li = 0, j = 0
-        while li < self.nleaves:
+        while li < self.v.nleaves:
             if self.version != version:
                 raise ConcurrentModificationError("the map changed during iteration")
-            yield self.make_extent(self.leaves[li], j)
+            yield self.make_extent(self.v.leaves[li], j)
             if self.version != version:
                 raise ConcurrentModificationError("the map changed during iteration")
             j += 1
-            if j >= self.leaves[li].n:
+            if j >= self.v.leaves[li].n:
                 li += 1
                 j = 0
 
@@ -1268,8 +1233,8 @@ cdef class ExtentMap:
         if self.granule != o.granule or self.count != o.count or self.mapped != o.mapped:
             return False
         for k in range(self.count):
-            a = self.leaves[ai]
-            b = o.leaves[bi]
+            a = self.v.leaves[ai]
+            b = o.v.leaves[bi]
             if (a.start[aj] != b.start[bj] or a.last[aj] != b.last[bj]
                     or a.target[aj] != b.target[bj] or a.label[aj] != b.label[bj]):
                 return False
@@ -1380,8 +1345,8 @@ cdef class ExtentMap:
         cdef index_t li, j, n, k = 0
         cdef Leaf* leaf
         with nogil:
-            for li in range(self.nleaves):
-                leaf = self.leaves[li]
+            for li in range(self.v.nleaves):
+                leaf = self.v.leaves[li]
                 n = leaf.n
                 memcpy(&os[k], leaf.start, n * sizeof(addr_t))
                 memcpy(&ot[k], leaf.target, n * sizeof(addr_t))
@@ -1498,11 +1463,11 @@ cdef class ExtentMap:
         cdef Leaf* leaf
         if builder_init(&b, self.count + n, self.cap) < 0:
             return NO_MEMORY
-        while k < n or li < self.nleaves:
+        while k < n or li < self.v.nleaves:
             if k < n:
                 i = order[k].index if order != NULL else k
-            if li < self.nleaves and (k == n or self.leaves[li].start[j] < starts[i]):
-                leaf = self.leaves[li]
+            if li < self.v.nleaves and (k == n or self.v.leaves[li].start[j] < starts[i]):
+                leaf = self.v.leaves[li]
                 r = builder_push(&b, leaf.start[j], leaf.last[j], leaf.target[j], leaf.label[j])
                 j += 1
                 if j == leaf.n:
@@ -1628,13 +1593,13 @@ cdef class ExtentMap:
         cdef addr_t mapped = 0, prev_last = 0, gmask = self.granule - 1
         cdef bint first = True
         cdef Leaf* leaf
-        assert 0 <= self.nleaves <= self.leaves_alloc, "leaf count exceeds allocation"
-        for li in range(self.nleaves):
-            leaf = self.leaves[li]
+        assert 0 <= self.v.nleaves <= self.leaves_alloc, "leaf count exceeds allocation"
+        for li in range(self.v.nleaves):
+            leaf = self.v.leaves[li]
             assert 1 <= leaf.n <= self.cap, f"leaf {li} holds {leaf.n} (capacity {self.cap})"
-            assert self.nleaves == 1 or leaf.n >= minfill, \
+            assert self.v.nleaves == 1 or leaf.n >= minfill, \
                 f"leaf {li} holds {leaf.n} < {minfill} (a quarter of {self.cap})"
-            assert self.fence[li] == leaf.start[0], f"fence {li} is stale"
+            assert self.v.fence[li] == leaf.start[0], f"fence {li} is stale"
             if self.prefix_ok:
                 assert self.prefix[li] == total, f"prefix {li} is stale"
             for j in range(leaf.n):

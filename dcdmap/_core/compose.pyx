@@ -1,0 +1,287 @@
+"""Chained translation: VA -> GPA -> HPA -> DPA through a list of ExtentMaps.
+
+``compose(a, b, ...)`` builds the one ExtentMap equal to applying the maps in turn. Each
+extent of ``a`` sends ``[start, start + length)`` to ``[target, target + length)`` in the
+domain of ``b``; that image is cut wherever ``b``'s extents begin or end, and each piece
+becomes an extent of the result. Pieces whose image ``b`` does not map are dropped (or,
+with ``strict=True``, raise UnmappedError naming the stage). Cost: O(n_a log n_b + output).
+
+``Chain(maps)`` keeps the maps and translates through all of them per address: scalar,
+batch (one C loop without the GIL, sorted first for locality, a finger per stage), and at
+C level (``Chain.translate_c``) for Cython callers.
+"""
+import numpy as np
+
+cimport cython
+from libc.stdlib cimport malloc, free
+
+from dcdmap._core._types cimport addr_t, label_t, index_t
+from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits
+from dcdmap._core.extentmap cimport (
+    ExtentMap, MapView, Leaf, Finger, finger_find, seek, advance, view_translate,
+)
+from dcdmap._core.extentmap import as_u64_array
+from dcdmap._core.extentmap cimport to_u64
+
+from dcdmap.errors import InputTypeError, InvalidRangeError, UnmappedError
+
+__all__ = ["compose", "Chain", "translate_chain"]
+
+cdef addr_t ADDR_MAX = 0xFFFFFFFFFFFFFFFF
+cdef index_t SORT_MIN = 512
+cdef int LOCALITY_BITS = 22
+
+
+cdef index_t compose_pass(ExtentMap a, ExtentMap b, addr_t* starts, addr_t* lengths, addr_t* targets,
+                          label_t* labels, bint strict, addr_t* hole, addr_t* bits) noexcept nogil:
+    """Count the pieces of a∘b (and store them when starts is not NULL).  With strict, stop at
+    the first address of a's image that b does not map: store it in *hole, return -1.
+    *bits collects the OR of every piece's start and length (for the result's granule)."""
+    cdef index_t n = 0, li, j
+    cdef addr_t s, x, x_last, piece_last
+    cdef Leaf* la
+    cdef Leaf* lb
+    cdef Finger f
+    cdef bint more
+    for li in range(a.v.nleaves):
+        la = a.v.leaves[li]
+        for j in range(la.n):
+            s = la.start[j]
+            x = la.target[j]                          # a's image is [x, x_last] in b's domain
+            x_last = x + (la.last[j] - s)
+            more = seek(&b.v, x, &f)
+            while True:
+                if not more or b.v.leaves[f.li].start[f.j] > x_last:
+                    if strict:
+                        hole[0] = x
+                        return -1
+                    break
+                lb = b.v.leaves[f.li]
+                if lb.start[f.j] > x:
+                    if strict:
+                        hole[0] = x
+                        return -1
+                    x = lb.start[f.j]
+                piece_last = lb.last[f.j] if lb.last[f.j] < x_last else x_last
+                if starts != NULL:
+                    starts[n] = s + (x - la.target[j])
+                    lengths[n] = piece_last - x + 1
+                    targets[n] = lb.target[f.j] + (x - lb.start[f.j])
+                    labels[n] = la.label[j]
+                bits[0] |= (s + (x - la.target[j])) | (piece_last - x + 1)
+                n += 1
+                if piece_last == x_last:
+                    break
+                x = piece_last + 1
+                more = advance(&b.v, &f)
+    return n
+
+
+cdef ExtentMap compose_two(ExtentMap a, ExtentMap b, bint strict, index_t stage):
+    cdef addr_t hole = 0, bits = 0, g
+    cdef index_t n
+    a.begin_read()
+    b.begin_read()
+    try:
+        with nogil:
+            n = compose_pass(a, b, NULL, NULL, NULL, NULL, strict, &hole, &bits)
+        if n < 0:
+            raise UnmappedError(f"stage {stage} does not map {hole:#x}, in the image of stage {stage - 1}")
+        starts = np.empty(n, np.uint64)
+        lengths = np.empty(n, np.uint64)
+        targets = np.empty(n, np.uint64)
+        labels = np.empty(n, np.uint32)
+        if n:
+            fill(a, b, starts, lengths, targets, labels)
+    finally:
+        a.readers -= 1
+        b.readers -= 1
+    # The result's granule: the smaller input granule, lowered if a piece is finer.
+    g = min(a.granule, b.granule)
+    if bits and (bits & (~bits + 1)) < g:
+        g = bits & (~bits + 1)
+    return ExtentMap.from_arrays(starts, lengths, targets, labels, granule=g, leaf_capacity=a.cap)
+
+
+cdef fill(ExtentMap a, ExtentMap b, addr_t[::1] starts, addr_t[::1] lengths, addr_t[::1] targets,
+          label_t[::1] labels):
+    cdef addr_t hole = 0, bits = 0
+    with nogil:
+        compose_pass(a, b, &starts[0], &lengths[0], &targets[0], &labels[0], False, &hole, &bits)
+
+
+cdef list check_maps(maps):
+    maps = list(maps)
+    if not maps:
+        raise InvalidRangeError("a chain needs at least one map")
+    for k, m in enumerate(maps):
+        if not isinstance(m, ExtentMap):
+            raise InputTypeError(f"stage {k} is a {type(m).__name__}, not an ExtentMap")
+    return maps
+
+
+def compose(*maps, strict=False):
+    """The ExtentMap equal to applying ``maps`` in turn (the first one first).
+
+    Extents are split where the next map's extents end; labels come from the first map.
+    Addresses whose image some later map does not map are left out of the result, or with
+    ``strict=True`` raise UnmappedError naming the stage.  The result's granule is the
+    smallest input granule (lower if targets are finer).
+
+    >>> va = ExtentMap(); va.insert(0, 0x2000, target=0x10000, label=1)     # VA -> GPA
+    >>> gpa = ExtentMap(); gpa.insert(0x10000, 0x1000, target=0x80000)       # GPA -> HPA
+    >>> gpa.insert(0x11000, 0x1000, target=0x40000)
+    >>> [tuple(e) for e in compose(va, gpa)]
+    [(0, 4096, 524288, 1), (4096, 4096, 262144, 1)]
+    """
+    cdef list ms = check_maps(maps)
+    cdef ExtentMap result = ms[0].copy()
+    for k in range(1, len(ms)):
+        result = compose_two(result, ms[k], strict, k)
+    return result
+
+
+@cython.final
+cdef class Chain:
+    """A chain of ExtentMaps applied in turn, for example VA -> GPA -> HPA -> DPA.
+
+    The chain keeps references to the maps (it does not copy them): later changes to a map
+    show in the chain.  Batch translation runs without the GIL as a batch read of every map.
+
+    >>> va = ExtentMap(); va.insert(0, 0x2000, target=0x10000)
+    >>> gpa = ExtentMap(); gpa.insert(0x10000, 0x2000, target=0x80000)
+    >>> c = Chain([va, gpa])
+    >>> hex(c.translate(0x40))
+    '0x80040'
+    >>> c.translate_many([0x40, 0x1000]).tolist()
+    [524352, 528384]
+    """
+
+    def __cinit__(self):
+        self.stages = NULL
+        self.nstages = 0
+
+    def __init__(self, maps):
+        cdef list ms = check_maps(maps)
+        cdef index_t k
+        self.maps = tuple(ms)
+        self.stages = <MapView**>malloc(len(ms) * sizeof(MapView*))
+        if self.stages == NULL:
+            raise MemoryError()
+        for k in range(len(ms)):
+            self.stages[k] = &(<ExtentMap>ms[k]).v      # its map is kept alive by self.maps
+        self.nstages = len(ms)
+
+    def __dealloc__(self):
+        free(self.stages)
+
+    def __len__(self):
+        return self.nstages
+
+    cdef bint translate_c(self, addr_t addr, addr_t* out, index_t* stage) noexcept nogil:
+        cdef index_t k
+        for k in range(self.nstages):
+            if not view_translate(self.stages[k], addr, &addr):
+                stage[0] = k
+                return False
+        out[0] = addr
+        return True
+
+    def translate(self, addr):
+        """Translate one address through every stage; UnmappedError names the stage that
+        does not map it."""
+        cdef addr_t a = to_u64(addr, "address"), out
+        cdef index_t stage = 0
+        for m in self.maps:
+            (<ExtentMap>m).check_not_writing()
+        if self.translate_c(a, &out, &stage):
+            return out
+        raise UnmappedError(f"address {a:#x}: stage {stage} has no extent for its image")
+
+    def translate_many(self, addrs, missing=None):
+        """Translate a batch through every stage in one C pass without the GIL.
+
+        Unmapped at any stage: UnmappedError naming the first such address (caller's order)
+        and the stage, or ``missing`` in its place.
+        """
+        cdef const addr_t[::1] q
+        cdef addr_t[::1] out
+        cdef index_t n, bad = -1, bad_stage = 0, k
+        cdef bint fill = missing is not None
+        cdef addr_t fill_value = 0
+        cdef int status = 0
+        arr = as_u64_array(addrs, "addrs")
+        if fill:
+            fill_value = to_u64(missing, "missing")
+        n = arr.shape[0]
+        result = np.empty(n, np.uint64)
+        if n == 0:
+            return result
+        q = arr
+        out = result
+        entered = []
+        try:
+            for m in self.maps:
+                (<ExtentMap>m).begin_read()
+                entered.append(m)
+            with nogil:
+                status = chain_batch(self, &q[0], n, &out[0], fill, fill_value, &bad, &bad_stage)
+        finally:
+            for m in entered:
+                (<ExtentMap>m).readers -= 1
+        if status < 0:
+            raise MemoryError()
+        if bad >= 0:
+            raise UnmappedError(f"addrs[{bad}] = {int(arr[bad]):#x}: stage {bad_stage} has no extent "
+                                f"for its image")
+        return result
+
+    def compose(self, strict=False):
+        """The chain as one ExtentMap (see :func:`compose`)."""
+        return compose(*self.maps, strict=strict)
+
+
+cdef int chain_batch(Chain c, const addr_t* q, index_t n, addr_t* out, bint fill, addr_t fill_value,
+                     index_t* bad, index_t* bad_stage) noexcept nogil:
+    cdef KeyIndex* order = NULL
+    cdef Finger* fingers = <Finger*>malloc(c.nstages * sizeof(Finger))
+    cdef index_t k, s, pos
+    cdef addr_t addr
+    cdef Leaf* leaf
+    cdef bint ok
+    if fingers == NULL:
+        return -1
+    for s in range(c.nstages):
+        fingers[s].li = -1
+        fingers[s].j = 0
+    if n >= SORT_MIN and not is_sorted(q, n):
+        order = sort_by_key(q, n, max(0, varying_bits(q, n) - LOCALITY_BITS))
+        if order == NULL:
+            free(fingers)
+            return -1
+    for k in range(n):
+        if order != NULL:
+            addr = order[k].key
+            pos = order[k].index
+        else:
+            addr = q[k]
+            pos = k
+        ok = True
+        for s in range(c.nstages):
+            if not finger_find(c.stages[s], &fingers[s], addr):
+                ok = False
+                if not fill and (bad[0] < 0 or pos < bad[0]):
+                    bad[0] = pos
+                    bad_stage[0] = s
+                break
+            leaf = c.stages[s].leaves[fingers[s].li]
+            addr = leaf.target[fingers[s].j] + (addr - leaf.start[fingers[s].j])
+        out[pos] = addr if ok else fill_value
+    free(order)
+    free(fingers)
+    return 0
+
+
+def translate_chain(maps, addrs, missing=None):
+    """Translate ``addrs`` through ``maps`` in turn, in one C pass: ``Chain(maps).translate_many``."""
+    return Chain(maps).translate_many(addrs, missing)
