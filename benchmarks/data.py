@@ -93,6 +93,25 @@ def make_extents(n: int, seed: int = DEFAULT_SEED) -> Extents:
     return ext
 
 
+def engine_build() -> dict:
+    """Which build of the engine ran: the extension files' mtimes and a hash of them (the
+    engine is rebuilt in place, so results name the build they measured)."""
+    import hashlib
+    import time
+    from pathlib import Path
+
+    import dcdmap
+    core = Path(dcdmap.__file__).parent / "_core"
+    h = hashlib.sha256()
+    files = {}
+    for so in sorted(core.glob("*.so")):
+        if not so.name.startswith(("extentmap.", "_sort.")):
+            continue                     # other modules of dcdmap._core are not the engine
+        h.update(so.read_bytes())
+        files[so.name.split(".")[0]] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(so.stat().st_mtime))
+    return {"path": str(core.parent), "sha256": h.hexdigest()[:16], "built": files}
+
+
 def span(ext: Extents) -> tuple[int, int]:
     """[first start, last end) of extents in address order."""
     return int(ext.starts[0]), int(ext.starts[-1] + ext.lengths[-1])

@@ -23,7 +23,19 @@ if ROOT not in sys.path:
 _common = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-settings.register_profile("default", max_examples=40, stateful_step_count=40, database=None, **_common)
+settings.register_profile("default", max_examples=75, stateful_step_count=50, database=None, **_common)
 settings.register_profile("dev", max_examples=10, stateful_step_count=25, **_common)
 settings.register_profile("ci", max_examples=600, stateful_step_count=100, database=None, **_common)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+# When a state machine fails, Hypothesis shrinks the failing run for up to five minutes; on a
+# small machine that can dwarf the whole suite.  Outside the ci profile, give up shrinking
+# after 30 seconds (the example printed is then merely short, not minimal).  This knob is
+# internal to Hypothesis, hence the guard.
+if os.environ.get("HYPOTHESIS_PROFILE", "default") != "ci":
+    try:
+        from hypothesis.internal.conjecture import engine as _engine
+        if hasattr(_engine, "MAX_SHRINKING_SECONDS"):
+            _engine.MAX_SHRINKING_SECONDS = 30
+    except ImportError:  # pragma: no cover - a future Hypothesis without the module
+        pass

@@ -148,7 +148,15 @@ class RefMap:
         return None if i < 0 else self.ext[i]
 
     def _meets(self, s, last):
-        return [e for e in self.ext if e[0] <= last and e[1] >= s]
+        """The extents that meet [s, last], in address order.  Extents are sorted and
+        disjoint, so their lasts are sorted too: walk back from the last extent that starts
+        at or before ``last`` while extents still reach ``s``."""
+        i = bisect.bisect_right(self.ext, (last, SPACE))
+        out = []
+        while i > 0 and self.ext[i - 1][1] >= s:
+            i -= 1
+            out.append(self.ext[i])
+        return out[::-1]
 
     def _add(self, s, last, target, label):
         self.ext.append((s, last, target, label))
@@ -259,7 +267,9 @@ class RefMap:
         for e in self.ext:
             if out:
                 ps, pl, pt, pb = out[-1]
-                if pl + 1 == e[0] and pb == e[3] and pt + (pl - ps + 1) == e[2]:
+                # (a merged extent may not reach a length of 2**64: lengths are < 2**64)
+                if (pl + 1 == e[0] and pb == e[3] and pt + (pl - ps + 1) == e[2]
+                        and e[1] - ps + 1 < SPACE):
                     out[-1] = (ps, e[1], pt, pb)
                     merges += 1
                     continue
@@ -340,7 +350,8 @@ class RefMap:
             if self._meets(s, last):
                 raise OverlapError("an extent of the batch overlaps the map")
         for i, (s, last) in enumerate(ranges):
-            self._add(s, last, s if targets is None else targets[i], 0 if labels is None else labels[i])
+            self.ext.append((s, last, s if targets is None else targets[i], 0 if labels is None else labels[i]))
+        self.ext.sort()
 
     def remove_many(self, starts, lengths):
         starts = as_int_list(starts, "starts")

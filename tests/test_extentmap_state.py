@@ -82,11 +82,32 @@ class ExtentMapMachine(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ set-up and checks
 
-    @initialize(cap=st.sampled_from([4, 5, 8]))
-    def init_map(self, cap):
+    @initialize(cap=st.sampled_from([4, 5, 8]), prefill=st.sampled_from([0, 0, 10, 60, 250]),
+                seed=st.integers(0, 2**32 - 1))
+    def init_map(self, cap, prefill, seed):
+        """An empty map, or one built by from_arrays from ``prefill`` random extents (short,
+        many of them touching, so that coalesce has work)."""
         self.cap = cap
-        self.m = ExtentMap(self.GRANULE, leaf_capacity=cap)
         self.ref = RefMap(self.GRANULE)
+        if prefill:
+            rng = np.random.default_rng(seed)
+            g = self.GRANULE
+            ks = np.sort(rng.choice(self.WINDOW, size=min(2 * prefill, self.WINDOW), replace=False))
+            picked = []
+            prev_end = -1
+            for k in ks.tolist():                    # disjoint runs of 1..4 granules
+                if k > prev_end and len(picked) < prefill:
+                    n = int(min(rng.integers(1, 5), self.WINDOW - k))
+                    picked.append((self.BASE + k * g, n * g, int(rng.integers(0, 2))))
+                    prev_end = k + n - 1
+            starts, lengths, labels = (list(c) for c in zip(*picked))
+            order = rng.permutation(len(starts))
+            args = ([starts[i] for i in order], [lengths[i] for i in order], None,
+                    [labels[i] for i in order])
+            self.m = ExtentMap.from_arrays(*args, granule=self.GRANULE, leaf_capacity=cap)
+            self.ref.insert_many(*args)
+        else:
+            self.m = ExtentMap(self.GRANULE, leaf_capacity=cap)
         assert self.m.granule == self.GRANULE and self.m.leaf_capacity == cap
 
     @invariant()
@@ -103,7 +124,8 @@ class ExtentMapMachine(RuleBasedStateMachine):
         assert self.m.mapped_bytes == self.ref.mapped_bytes
         for old, old_ref in self.snapshots:
             old.check_invariants()
-            assert [tuple(e) for e in old] == [tuple(e) for e in old_ref], "a copy shares state"
+            for a, b in zip(old.to_arrays(), old_ref.to_arrays()):
+                assert np.array_equal(a, b), "an old copy changed: copies share state"
 
     def window_end(self):
         return self.BASE + self.WINDOW * self.GRANULE
@@ -115,7 +137,7 @@ class ExtentMapMachine(RuleBasedStateMachine):
         got, exp = both(self.m, self.ref, "coalesce")
         assert got == exp
 
-    @precondition(lambda self: self.ref is not None and len(self.ref) > 40)
+    @precondition(lambda self: self.ref is not None and len(self.ref) > 150)
     @rule()
     def clear(self):
         self.m.clear()
@@ -139,12 +161,23 @@ class ExtentMapMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def find_free(self, data):
         g, end = self.GRANULE, self.window_end()
-        length = data.draw(st.one_of(st.integers(1, 64).map(lambda k: k * g),
+        length = data.draw(st.one_of(st.integers(1, 8).map(lambda k: k * g), st.integers(1, 64).map(lambda k: k * g),
                                      st.sampled_from([0, g + 1 if g > 1 else 0, SPACE - g])), label="length")
         align = data.draw(st.one_of(st.none(), st.integers(0, 6).map(lambda j: g << j),
                                     st.sampled_from([3 * g, g // 2 if g > 1 else 0])), label="align")
-        lo = data.draw(st.one_of(st.just(None), st.integers(self.BASE, end)), label="lo")
-        hi = data.draw(st.one_of(st.just(None), st.integers(self.BASE, end)), label="hi")
+        # lo: the default (0), anywhere in the window, or at / just before / inside an extent
+        # (so that the search is blocked and has to skip extents)
+        lo_kinds = ["default", "window"] + (["extent"] * 3 if self.ref.ext else [])
+        kind = data.draw(st.sampled_from(lo_kinds), label="lo kind")
+        if kind == "default":
+            lo = None
+        elif kind == "window":
+            lo = data.draw(st.integers(self.BASE, end - 1), label="lo")
+        else:
+            i = data.draw(st.integers(0, len(self.ref.ext) - 1), label="extent")
+            lo = max(0, self.ref.ext[i][0] + data.draw(st.integers(-2 * g, g), label="lo offset"))
+        # hi: mostly the default (2**64), else somewhere after lo (or before it: an error)
+        hi = data.draw(st.one_of(st.none(), st.none(), st.integers(self.BASE, end)), label="hi")
         kwargs = {"align": align}
         if lo is not None:
             kwargs["lo"] = lo
@@ -169,25 +202,26 @@ class ExtentMapMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ batch queries
 
     def queries(self, seed, size, mapped_only, order):
-        """``size`` query addresses: extent edges, bytes inside extents, random bytes of the
-        window; sorted, reversed or shuffled."""
+        """``size`` query addresses: first and last bytes of extents, bytes inside them, and
+        (unless ``mapped_only``) random bytes of the window; sorted, reversed or shuffled."""
         rng = np.random.default_rng(seed)
         g, base, w = self.GRANULE, self.BASE, self.WINDOW
-        pool = [e for e in self.ref.ext]
-        out = []
-        for _ in range(size):
-            kind = rng.integers(0, 4)
-            if pool and (mapped_only or kind < 3):
-                s, last, _, _ = pool[rng.integers(0, len(pool))]
-                pick = rng.integers(0, 3)
-                out.append(s if pick == 0 else last if pick == 1 else s + int(rng.integers(0, min(last - s + 1, 1 << 62))))
-            elif mapped_only:
-                break
-            else:
-                out.append(base + int(rng.integers(0, w * g)))
-        arr = np.array(out, dtype=np.uint64)
+        anywhere = np.uint64(base) + rng.integers(0, w * g, size).astype(np.uint64)
+        if self.ref.ext:
+            starts = np.array([e[0] for e in self.ref.ext], dtype=np.uint64)
+            spans = np.array([e[1] - e[0] for e in self.ref.ext], dtype=np.uint64)   # length - 1
+            pick = rng.integers(0, len(starts), size)
+            frac = rng.random(size)
+            frac[rng.random(size) < 0.2] = 0.0          # first bytes
+            frac[rng.random(size) < 0.2] = 1.0          # last bytes
+            off = np.minimum((frac * spans[pick].astype(np.float64)).astype(np.uint64), spans[pick])
+            inside = starts[pick] + off
+            arr = inside if mapped_only else np.where(rng.random(size) < 0.75, inside, anywhere)
+        else:
+            arr = anywhere[:0] if mapped_only else anywhere
+        arr = arr.astype(np.uint64)
         if order == "sorted":
-            arr.sort()
+            arr = np.sort(arr)
         elif order == "reversed":
             arr = np.sort(arr)[::-1].copy()
         return arr
@@ -249,6 +283,28 @@ class ExtentMapMachine(RuleBasedStateMachine):
             items[0] = (s, 0, t, b)
         if not shuffle:
             items.sort(key=lambda it: it[0])
+        self._insert_many(items, with_targets, with_labels, as_arrays=True)
+
+    @rule(seed=st.integers(0, 2**32 - 1), n=st.sampled_from([1, 2, 3, 9, 20, 40]),
+          shuffle=st.booleans(), with_targets=st.booleans(), with_labels=st.booleans())
+    def insert_many_after_the_end(self, seed, n, shuffle, with_targets, with_labels):
+        """Batches that lie wholly after the map's last byte (the engine appends new leaves
+        for those), up to the end of the window (2**64 for the top-of-space machines)."""
+        rng = np.random.default_rng(seed)
+        g = self.GRANULE
+        cur = self.ref.ext[-1][1] + 1 if self.ref.ext else self.BASE
+        cur = max(cur, self.BASE)
+        end = self.window_end()
+        items = []
+        for _ in range(n):
+            cur += int(rng.integers(0, 3)) * g          # touching or not
+            size = int(rng.integers(1, 4)) * g
+            if cur + size > end:
+                break
+            items.append((cur, size, ("delta", 0) if rng.integers(0, 2) else None, int(rng.integers(0, 2))))
+            cur += size
+        if shuffle:
+            rng.shuffle(items)
         self._insert_many(items, with_targets, with_labels, as_arrays=True)
 
     def _insert_many(self, items, with_targets, with_labels, as_arrays):
@@ -321,10 +377,12 @@ def make_machine(name, granule, base, window=2048):
             lambda t: base + t[0] * g + (t[1] if g > 1 else 0)),
         st.sampled_from([-g, SPACE, SPACE - g, 0]),
     )
-    # Mostly a few granules, sometimes long (hundreds of extents), rarely bad.
+    # Mostly a few granules, sometimes dozens, now and then the whole window (a remove that
+    # crosses hundreds of extents and many leaves), rarely bad.
     short = st.integers(1, 8).map(lambda k: k * g)
+    medium = st.integers(1, 64).map(lambda k: k * g)
     long_ = st.integers(1, w).map(lambda k: k * g)
-    lengths = st.one_of(short, short, short, short, long_, long_,
+    lengths = st.one_of(short, short, short, short, medium, medium, long_,
                         st.sampled_from([0, g // 2 if g > 1 else 0, g + 1 if g > 1 else 0, -g, SPACE]))
     # Any byte of the window, or its edges.
     inside = st.integers(0, w * g - 1).map(lambda off: base + off)

@@ -111,7 +111,10 @@ cdef fill(ExtentMap a, ExtentMap b, addr_t[::1] starts, addr_t[::1] lengths, add
 
 
 cdef list check_maps(maps):
-    maps = list(maps)
+    try:
+        maps = list(maps)
+    except TypeError:
+        raise InputTypeError(f"a chain takes a sequence of ExtentMaps, not {type(maps).__name__}") from None
     if not maps:
         raise InvalidRangeError("a chain needs at least one map")
     for k, m in enumerate(maps):

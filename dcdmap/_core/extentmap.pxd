@@ -83,6 +83,9 @@ cdef class ExtentMap:
     cdef int merge_rebuild(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
                            const label_t* labels, const KeyIndex* order, index_t n, index_t* bad) noexcept nogil
     cdef void install(self, Builder* b) noexcept nogil
+    cdef addr_t last_byte(self) noexcept nogil
+    cdef int append_sorted(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
+                           const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil
     cdef int grow_top(self, index_t need) noexcept nogil
     cdef int split_leaf(self, index_t li, index_t h) noexcept nogil
     cdef void drop_leaves(self, index_t first, index_t stop) noexcept nogil

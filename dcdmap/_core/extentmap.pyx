@@ -108,11 +108,13 @@ cdef inline void leaf_move(Leaf* dst, index_t dj, Leaf* src, index_t sj, index_t
 
 
 cdef inline bint continues(const Leaf* a, index_t i, const Leaf* b, index_t j) noexcept nogil:
-    """Whether extent b[j] carries on a[i]: it touches, has the same label, and its target
-    continues a[i]'s (with no wrap past 2**64 on either)."""
+    """Whether extent b[j] carries on a[i]: it touches, has the same label, its target
+    continues a[i]'s (with no wrap past 2**64 on either), and the two together are shorter
+    than 2**64 (a length of 2**64 does not exist)."""
     cdef addr_t span = a.last[i] - a.start[i]
     return (a.last[i] != ADDR_MAX and a.last[i] + 1 == b.start[j] and a.label[i] == b.label[j]
-            and a.target[i] + span != ADDR_MAX and a.target[i] + span + 1 == b.target[j])
+            and a.target[i] + span != ADDR_MAX and a.target[i] + span + 1 == b.target[j]
+            and b.last[j] - a.start[i] != ADDR_MAX)
 
 
 cdef inline void leaf_set(Leaf* leaf, index_t j, addr_t start, addr_t last, addr_t target,
@@ -970,11 +972,13 @@ cdef class ExtentMap:
 
     def __getitem__(self, index):
         """The extent at position ``index`` in address order (negative counts from the end)."""
-        cdef index_t i = operator.index(index), li
-        if i < 0:
-            i += self.count
-        if not 0 <= i < self.count:
+        cdef index_t i, li
+        k = operator.index(index)
+        if k < 0:
+            k += self.count
+        if not 0 <= k < self.count:
             raise IndexError(f"extent index {index} out of range for {self.count} extents")
+        i = k
         self.check_not_writing()
         self.ensure_prefix()
         li = self.leaf_of_rank(i)
@@ -1212,9 +1216,10 @@ cdef class ExtentMap:
         cdef Py_ssize_t version = self.version
         cdef index_t li = 0, j = 0
         while li < self.v.nleaves:
-            if self.version != version:
-                raise ConcurrentModificationError("the map changed during iteration")
+            self.check_not_writing()
             yield self.make_extent(self.v.leaves[li], j)
+            # The caller ran in between: the map may be mid-batch, or changed.
+            self.check_not_writing()
             if self.version != version:
                 raise ConcurrentModificationError("the map changed during iteration")
             j += 1
@@ -1230,6 +1235,8 @@ cdef class ExtentMap:
         if not isinstance(other, ExtentMap):
             return NotImplemented
         o = other
+        self.check_not_writing()
+        o.check_not_writing()
         if self.granule != o.granule or self.count != o.count or self.mapped != o.mapped:
             return False
         for k in range(self.count):
@@ -1421,8 +1428,11 @@ cdef class ExtentMap:
                 if status == OK:
                     status = check_sorted_disjoint(&vs[0], &vlast[0], order, n, &bad, &other)
                 if status == OK:
-                    # Few into many: one by one.  Otherwise one merge pass, O(n + m).
-                    if n * 16 < self.count:
+                    # All after the map's end: new leaves at the end, O(m).  Few into many: one
+                    # by one.  Otherwise one merge pass, O(n + m).
+                    if self.count and vs[order[0].index if order != NULL else 0] > self.last_byte():
+                        status = self.append_sorted(&vs[0], &vlast[0], tp, bp, order, n)
+                    elif n * 16 < self.count:
                         status = self.insert_each(&vs[0], &vlast[0], tp, bp, order, n, &bad)
                     else:
                         status = self.merge_rebuild(&vs[0], &vlast[0], tp, bp, order, n, &bad)
@@ -1450,6 +1460,42 @@ cdef class ExtentMap:
             if self.insert_c(starts[i], lasts[i], targets[i] if targets != NULL else starts[i],
                              labels[i] if labels != NULL else 0) < 0:
                 return NO_MEMORY
+        return OK
+
+    cdef addr_t last_byte(self) noexcept nogil:
+        """The last mapped byte (the map must not be empty)."""
+        cdef Leaf* leaf = self.v.leaves[self.v.nleaves - 1]
+        return leaf.last[leaf.n - 1]
+
+    cdef int append_sorted(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
+                           const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil:
+        """Add n disjoint extents that all lie after the map's last byte, as new leaves."""
+        cdef Builder b
+        cdef index_t k, i, first = self.v.nleaves, added
+        if builder_init(&b, n, self.cap) < 0:
+            return NO_MEMORY
+        for k in range(n):
+            i = order[k].index if order != NULL else k
+            if builder_push(&b, starts[i], lasts[i], targets[i] if targets != NULL else starts[i],
+                            labels[i] if labels != NULL else 0) < 0:
+                builder_discard(&b)
+                return NO_MEMORY
+        added = b.li + 1
+        if self.grow_top(first + added) < 0:
+            builder_discard(&b)
+            return NO_MEMORY
+        memcpy(&self.v.leaves[first], b.leaves, added * sizeof(Leaf*))
+        memcpy(&self.v.fence[first], b.fence, added * sizeof(addr_t))
+        free(b.leaves)
+        free(b.fence)
+        self.v.nleaves += added
+        self.count += b.written
+        self.mapped += b.mapped
+        # A small new leaf, or an old last leaf that was small as the only leaf, merges with
+        # or borrows from its neighbour.
+        self.rebalance(first)
+        if first > 0:
+            self.rebalance(first - 1)
         return OK
 
     cdef int merge_rebuild(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
@@ -1497,7 +1543,7 @@ cdef class ExtentMap:
         cdef int status
         cdef const addr_t[::1] vs, vl
         cdef addr_t[::1] vlast
-        cdef addr_t gone, total = 0
+        cdef addr_t gone, total = 0, carry = 0     # the total can reach 2**64
         cdef KeyIndex* order = NULL
         cdef index_t i
         s_arr = as_u64_array(starts, "starts")
@@ -1528,13 +1574,15 @@ cdef class ExtentMap:
                             status = NO_MEMORY
                             break
                         total += gone
+                        if total < gone:
+                            carry += 1
         finally:
             free(order)
             self.writing = False
         if status != OK:
             raise_batch_error(status, bad, 0, s_arr, l_arr, None, self.granule)
         self.changed()
-        return total
+        return (<object>carry << 64) + total
 
     # ------------------------------------------------------------------ state
 
@@ -1593,6 +1641,7 @@ cdef class ExtentMap:
         cdef addr_t mapped = 0, prev_last = 0, gmask = self.granule - 1
         cdef bint first = True
         cdef Leaf* leaf
+        self.check_not_writing()
         assert 0 <= self.v.nleaves <= self.leaves_alloc, "leaf count exceeds allocation"
         for li in range(self.v.nleaves):
             leaf = self.v.leaves[li]

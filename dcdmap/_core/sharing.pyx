@@ -204,13 +204,15 @@ cdef class SharingIndex:
         # Merge with the neighbours outside [s, last] that touch and end up with the same holders.
         if s > 0 and m.locate(s - 1, &f.li, &f.j):
             leaf = m.v.leaves[f.li]
-            if npieces and self.buf_start[0] == s and self.masks[leaf.label[f.j]] == self.buf_mask[0]:
+            if npieces and self.buf_start[0] == s and self.masks[leaf.label[f.j]] == self.buf_mask[0] \
+                    and not whole_space(leaf.start[f.j], self.buf_last[0]):
                 self.buf_start[0] = leaf.start[f.j]
                 rs = leaf.start[f.j]
         if last < ADDR_MAX and m.locate(last + 1, &f.li, &f.j):
             leaf = m.v.leaves[f.li]
             if npieces and self.buf_last[npieces - 1] == last \
-                    and self.masks[leaf.label[f.j]] == self.buf_mask[npieces - 1]:
+                    and self.masks[leaf.label[f.j]] == self.buf_mask[npieces - 1] \
+                    and not whole_space(self.buf_start[npieces - 1], leaf.last[f.j]):
                 self.buf_last[npieces - 1] = leaf.last[f.j]
                 rl = leaf.last[f.j]
         # Merge touching pieces with equal holders; drop pieces left with none.
@@ -218,7 +220,8 @@ cdef class SharingIndex:
         for i in range(npieces):
             if self.buf_mask[i] == 0:
                 continue
-            if w and self.buf_mask[w - 1] == self.buf_mask[i] and self.buf_last[w - 1] + 1 == self.buf_start[i]:
+            if w and self.buf_mask[w - 1] == self.buf_mask[i] and self.buf_last[w - 1] + 1 == self.buf_start[i] \
+                    and not whole_space(self.buf_start[w - 1], self.buf_last[i]):
                 self.buf_last[w - 1] = self.buf_last[i]
                 continue
             self.buf_start[w] = self.buf_start[i]
@@ -370,17 +373,19 @@ cdef class SharingIndex:
 
     cdef index_t host_ranges(self, uint64_t bit, addr_t* starts, addr_t* lengths) noexcept nogil:
         cdef index_t n = 0, li, j
-        cdef addr_t prev_last = 0
+        cdef addr_t prev_last = 0, run_start = 0
         cdef Leaf* leaf
         for li in range(self.m.v.nleaves):
             leaf = self.m.v.leaves[li]
             for j in range(leaf.n):
                 if not self.masks[leaf.label[j]] & bit:
                     continue
-                if n and prev_last + 1 == leaf.start[j] and prev_last != ADDR_MAX:
+                if n and prev_last + 1 == leaf.start[j] and prev_last != ADDR_MAX \
+                        and not whole_space(run_start, leaf.last[j]):
                     if starts != NULL:
                         lengths[n - 1] += leaf.last[j] - leaf.start[j] + 1
                 else:
+                    run_start = leaf.start[j]
                     if starts != NULL:
                         starts[n] = leaf.start[j]
                         lengths[n] = leaf.last[j] - leaf.start[j] + 1
@@ -437,9 +442,18 @@ cdef class SharingIndex:
         n = len(starts)
         if n > 1:
             touching = starts[1:] == starts[:n - 1] + lengths[:n - 1]
-            assert not np.any(touching & (masks[1:] == masks[:n - 1])), "touching ranges with equal holders"
+            merge = touching & (masks[1:] == masks[:n - 1])
+            # ... except two that together would be all of the 2**64-byte space
+            assert not np.any(merge) or (n == 2 and starts[0] == 0 and int(lengths[0]) + int(lengths[1]) == 2**64), \
+                "touching ranges with equal holders"
         for k in range(self.nmasks):
             assert self.intern(self.masks[k]) == k, f"holder set {k} is not found by its mask"
+
+
+cdef inline bint whole_space(addr_t start, addr_t last) noexcept nogil:
+    """Whether [start, last] is all of the 64-bit space: 2**64 bytes, a length no range may
+    have (lengths are uint64), so such neighbours are kept apart."""
+    return start == 0 and last == ADDR_MAX
 
 
 cdef inline index_t popcount(uint64_t x) noexcept nogil:

@@ -105,6 +105,7 @@ cdef class TagView:
     def __init__(self, starts, lengths, seqs=None, *, granule=64, chunk_size=None, nstrips=None):
         cdef index_t n, bad = 0, other = 0, k
         cdef int status
+        ExtentMap(granule)                       # refuses a granule that is not a power of two
         s_arr = as_u64_array(starts, "starts")
         l_arr = as_u64_array(lengths, "lengths")
         n = s_arr.shape[0]
@@ -256,20 +257,12 @@ cdef class TagView:
     def translate_many(self, offsets, missing=None):
         """Host addresses of a batch of logical offsets (one C loop without the GIL).
         Offsets past the end raise UnmappedError naming the first, or become ``missing``."""
-        if self.chunk == 0:
-            try:
-                return self.fwd.translate_many(offsets, missing)
-            except UnmappedError as e:
-                raise UnmappedError(str(e).replace("addrs", "offsets").replace("is not mapped",
-                                    f"is outside the view ({self.size:#x} bytes)")) from None
         return self.batch(offsets, missing, True)
 
     def reverse_many(self, addrs, missing=None):
         """Logical offsets of a batch of host addresses (one C loop without the GIL).
         Addresses the view does not hold raise UnmappedError naming the first, or become
         ``missing``."""
-        if self.chunk == 0:
-            return self.rev.translate_many(addrs, missing)
         return self.batch(addrs, missing, False)
 
     cdef batch(self, values, missing, bint forward):
@@ -287,13 +280,20 @@ cdef class TagView:
             return result
         q = arr
         out = result
-        with nogil:
-            for i in range(n):
-                if not (self.translate_c(q[i], &out[i]) if forward else self.reverse_c(q[i], &out[i])):
-                    if fill:
-                        out[i] = fill_value
-                    elif bad < 0:
-                        bad = i
+        cdef ExtentMap m = self.fwd if forward else self.rev
+        if self.chunk == 0:        # the engine's batch loop (sorted for locality when large)
+            with nogil:
+                bad = query_batch(m, &q[0], n, Q_TRANSLATE, &out[0], NULL, NULL, fill, fill_value)
+            if bad == -2:
+                raise MemoryError()
+        else:
+            with nogil:
+                for i in range(n):
+                    if not (self.translate_c(q[i], &out[i]) if forward else self.reverse_c(q[i], &out[i])):
+                        if fill:
+                            out[i] = fill_value
+                        elif bad < 0:
+                            bad = i
         if bad >= 0:
             if forward:
                 raise UnmappedError(f"offsets[{bad}] = {int(arr[bad]):#x} is outside the view "
@@ -364,19 +364,31 @@ def verify_views(views, media_maps=None, names=None):
     0
     """
     cdef index_t k, nh
-    views = list(views)
+    try:
+        views = list(views)
+    except TypeError:
+        raise InputTypeError(f"views must be a sequence of TagViews, not {type(views).__name__}") from None
     nh = len(views)
     if nh == 0:
         raise InvalidRangeError("verify_views needs at least one view")
     if media_maps is not None:
-        media_maps = list(media_maps)
+        try:
+            media_maps = list(media_maps)
+        except TypeError:
+            raise InputTypeError(f"media_maps must be a sequence of ExtentMaps, not "
+                                 f"{type(media_maps).__name__}") from None
         if len(media_maps) != nh:
             raise ArrayShapeError(f"{len(media_maps)} media maps for {nh} views")
     if names is None:
         names = [f"host {k}" for k in range(nh)]
     maps = []
+    end = 0                      # the largest view's size: the check runs over [0, end)
     for k in range(nh):
         v = views[k]
+        if isinstance(v, TagView):
+            end = max(end, v.size)
+        elif isinstance(v, ExtentMap) and len(v):
+            end = max(end, v[len(v) - 1].end)
         if isinstance(v, TagView):
             fwd = (<TagView>v).fwd if (<TagView>v).chunk == 0 else v.to_map()
         elif isinstance(v, ExtentMap):
@@ -388,14 +400,15 @@ def verify_views(views, media_maps=None, names=None):
                 raise InputTypeError(f"media_maps[{k}] is a {type(media_maps[k]).__name__}, not an ExtentMap")
             fwd = compose(fwd, media_maps[k])
         maps.append(fwd.to_arrays())
-    return walk_breakpoints(maps, names)
+    if end == 0:
+        return ViewCheck(True, None, tuple(None for _ in range(nh)), "the views are empty")
+    return walk_breakpoints(maps, names, end - 1)
 
 
-cdef walk_breakpoints(list maps, list names):
+cdef walk_breakpoints(list maps, list names, addr_t end_last):
     """Walk all hosts' (logical -> media) segment lists at once, breakpoint by breakpoint."""
     cdef index_t nh = len(maps), h, status = 0
-    cdef addr_t v = 0, end_last = 0, stop
-    cdef bint any_data = False
+    cdef addr_t v = 0
     cdef const addr_t** S = <const addr_t**>malloc(nh * sizeof(addr_t*))
     cdef const addr_t** L = <const addr_t**>malloc(nh * sizeof(addr_t*))
     cdef const addr_t** T = <const addr_t**>malloc(nh * sizeof(addr_t*))
@@ -406,7 +419,7 @@ cdef walk_breakpoints(list maps, list names):
     try:
         if S == NULL or L == NULL or T == NULL or n == NULL or p == NULL:
             raise MemoryError()
-        # The check runs up to the largest view's end; a host whose view is shorter differs there.
+        # A host whose view is shorter than end_last + 1 differs where it ends.
         for h in range(nh):
             a = maps[h]
             lasts = a.starts + (a.lengths - np.uint64(1)) if len(a.starts) else a.starts
@@ -419,17 +432,11 @@ cdef walk_breakpoints(list maps, list names):
             T[h] = &mv[0] if len(a.starts) else NULL
             n[h] = len(a.starts)
             p[h] = 0
-            if n[h]:
-                any_data = True
-                if L[h][n[h] - 1] > end_last:
-                    end_last = L[h][n[h] - 1]
-        if not any_data:
-            return ViewCheck(True, None, tuple(None for _ in range(nh)), "the views are empty")
         with nogil:
             status = walk(S, L, T, n, p, nh, end_last, &v)
         if status == 0:
             return ViewCheck(True, None, tuple(None for _ in range(nh)),
-                             f"all {nh} hosts agree on {end_last + 1:#x} bytes")
+                             f"all {nh} hosts agree on {<object>end_last + 1:#x} bytes")
         media = []
         for h in range(nh):
             while p[h] < n[h] and L[h][p[h]] < v:
