@@ -177,18 +177,21 @@ class RefMap:
         self._add(s, last, t, label)
 
     def _remove_range(self, s, last):
+        """Unmap [s, last]: the extents that meet it are replaced by what is left of them
+        (a left piece before s, a right piece after last with its target advanced)."""
+        hit = self._meets(s, last)
+        if not hit:
+            return 0
         gone = 0
-        kept = []
-        for (es, el, et, eb) in self.ext:
-            if el < s or es > last:
-                kept.append((es, el, et, eb))
-                continue
+        pieces = []
+        for (es, el, et, eb) in hit:
             gone += min(el, last) - max(es, s) + 1
             if es < s:
-                kept.append((es, s - 1, et, eb))
+                pieces.append((es, s - 1, et, eb))
             if el > last:
-                kept.append((last + 1, el, et + (last + 1 - es), eb))
-        self.ext = sorted(kept)
+                pieces.append((last + 1, el, et + (last + 1 - es), eb))
+        i = bisect.bisect_left(self.ext, hit[0])
+        self.ext[i:i + len(hit)] = pieces      # still sorted: the pieces lie where ``hit`` was
         return gone
 
     def remove(self, start, length):

@@ -13,12 +13,13 @@ C level (``Chain.translate_c``) for Cython callers.
 import numpy as np
 
 cimport cython
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, realloc, free
 
 from dcdmap._core._types cimport addr_t, label_t, index_t
 from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits
 from dcdmap._core.extentmap cimport (
-    ExtentMap, MapView, Leaf, Finger, finger_find, seek, advance, view_translate,
+    ExtentMap, MapView, Leaf, Finger, Builder, finger_find, seek, advance, view_translate,
+    builder_init, builder_push, builder_discard,
 )
 from dcdmap._core.extentmap import as_u64_array
 from dcdmap._core.extentmap cimport to_u64
@@ -32,13 +33,56 @@ cdef index_t SORT_MIN = 512
 cdef int LOCALITY_BITS = 22
 
 
-cdef index_t compose_pass(ExtentMap a, ExtentMap b, addr_t* starts, addr_t* lengths, addr_t* targets,
-                          label_t* labels, bint strict, addr_t* hole, addr_t* bits) noexcept nogil:
-    """Count the pieces of a∘b (and store them when starts is not NULL).  With strict, stop at
-    the first address of a's image that b does not map: store it in *hole, return -1.
-    *bits collects the OR of every piece's start and length (for the result's granule)."""
-    cdef index_t n = 0, li, j
-    cdef addr_t s, x, x_last, piece_last
+cdef struct Pieces:          # a growable list of extents, in address order
+    addr_t* starts
+    addr_t* lasts
+    addr_t* targets
+    label_t* labels
+    index_t n
+    index_t alloc
+
+
+cdef int pieces_push(Pieces* p, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil:
+    cdef index_t alloc
+    cdef void* q
+    if p.n == p.alloc:
+        alloc = p.alloc * 2 if p.alloc else 1024
+        q = realloc(p.starts, alloc * sizeof(addr_t))
+        if q == NULL:
+            return -1
+        p.starts = <addr_t*>q
+        q = realloc(p.lasts, alloc * sizeof(addr_t))
+        if q == NULL:
+            return -1
+        p.lasts = <addr_t*>q
+        q = realloc(p.targets, alloc * sizeof(addr_t))
+        if q == NULL:
+            return -1
+        p.targets = <addr_t*>q
+        q = realloc(p.labels, alloc * sizeof(label_t))
+        if q == NULL:
+            return -1
+        p.labels = <label_t*>q
+        p.alloc = alloc
+    p.starts[p.n] = start
+    p.lasts[p.n] = last
+    p.targets[p.n] = target
+    p.labels[p.n] = label
+    p.n += 1
+    return 0
+
+
+cdef void pieces_free(Pieces* p) noexcept nogil:
+    free(p.starts); free(p.lasts); free(p.targets); free(p.labels)
+
+
+cdef int compose_pass(ExtentMap a, ExtentMap b, Pieces* out, bint strict, addr_t* hole,
+                      addr_t* bits) noexcept nogil:
+    """Collect the pieces of a∘b in one pass over a.  0; -1 out of memory; 1 with strict, at the
+    first address of a's image that b does not map (stored in *hole).  *bits collects the OR
+    of every piece's start and length (for the result's granule)."""
+    cdef index_t li, j
+    cdef addr_t s, x, x_last, piece_last, start, length
     cdef Leaf* la
     cdef Leaf* lb
     cdef Finger f
@@ -54,60 +98,68 @@ cdef index_t compose_pass(ExtentMap a, ExtentMap b, addr_t* starts, addr_t* leng
                 if not more or b.v.leaves[f.li].start[f.j] > x_last:
                     if strict:
                         hole[0] = x
-                        return -1
+                        return 1
                     break
                 lb = b.v.leaves[f.li]
                 if lb.start[f.j] > x:
                     if strict:
                         hole[0] = x
-                        return -1
+                        return 1
                     x = lb.start[f.j]
                 piece_last = lb.last[f.j] if lb.last[f.j] < x_last else x_last
-                if starts != NULL:
-                    starts[n] = s + (x - la.target[j])
-                    lengths[n] = piece_last - x + 1
-                    targets[n] = lb.target[f.j] + (x - lb.start[f.j])
-                    labels[n] = la.label[j]
-                bits[0] |= (s + (x - la.target[j])) | (piece_last - x + 1)
-                n += 1
+                start = s + (x - la.target[j])
+                length = piece_last - x + 1
+                if pieces_push(out, start, start + (length - 1), lb.target[f.j] + (x - lb.start[f.j]),
+                               la.label[j]) < 0:
+                    return -1
+                bits[0] |= start | length
                 if piece_last == x_last:
                     break
                 x = piece_last + 1
                 more = advance(&b.v, &f)
-    return n
+    return 0
 
 
 cdef ExtentMap compose_two(ExtentMap a, ExtentMap b, bint strict, index_t stage):
     cdef addr_t hole = 0, bits = 0, g
-    cdef index_t n
+    cdef int status
+    cdef index_t i
+    cdef Pieces p
+    cdef Builder bd
+    cdef ExtentMap result
+    p.starts = p.lasts = p.targets = NULL
+    p.labels = NULL
+    p.n = p.alloc = 0
+    # The result's granule: the smaller input granule, lowered if a piece is finer.
+    g = min(a.granule, b.granule)
     a.begin_read()
     b.begin_read()
     try:
         with nogil:
-            n = compose_pass(a, b, NULL, NULL, NULL, NULL, strict, &hole, &bits)
-        if n < 0:
+            status = compose_pass(a, b, &p, strict, &hole, &bits)
+        if status == 1:
             raise UnmappedError(f"stage {stage} does not map {hole:#x}, in the image of stage {stage - 1}")
-        starts = np.empty(n, np.uint64)
-        lengths = np.empty(n, np.uint64)
-        targets = np.empty(n, np.uint64)
-        labels = np.empty(n, np.uint32)
-        if n:
-            fill(a, b, starts, lengths, targets, labels)
+        if bits and (bits & (~bits + 1)) < g:
+            g = bits & (~bits + 1)
+        result = ExtentMap(g, leaf_capacity=a.cap)
+        with nogil:
+            if status == 0 and p.n:
+                status = builder_init(&bd, p.n, a.cap)
+                i = 0
+                while status == 0 and i < p.n:
+                    status = builder_push(&bd, p.starts[i], p.lasts[i], p.targets[i], p.labels[i])
+                    i += 1
+                if status == 0:
+                    result.install(&bd)
+                else:
+                    builder_discard(&bd)
+        if status != 0:
+            raise MemoryError()
     finally:
         a.readers -= 1
         b.readers -= 1
-    # The result's granule: the smaller input granule, lowered if a piece is finer.
-    g = min(a.granule, b.granule)
-    if bits and (bits & (~bits + 1)) < g:
-        g = bits & (~bits + 1)
-    return ExtentMap.from_arrays(starts, lengths, targets, labels, granule=g, leaf_capacity=a.cap)
-
-
-cdef fill(ExtentMap a, ExtentMap b, addr_t[::1] starts, addr_t[::1] lengths, addr_t[::1] targets,
-          label_t[::1] labels):
-    cdef addr_t hole = 0, bits = 0
-    with nogil:
-        compose_pass(a, b, &starts[0], &lengths[0], &targets[0], &labels[0], False, &hole, &bits)
+        pieces_free(&p)
+    return result
 
 
 cdef list check_maps(maps):
@@ -138,7 +190,9 @@ def compose(*maps, strict=False):
     [(0, 4096, 524288, 1), (4096, 4096, 262144, 1)]
     """
     cdef list ms = check_maps(maps)
-    cdef ExtentMap result = ms[0].copy()
+    cdef ExtentMap result = ms[0]
+    if len(ms) == 1:
+        return result.copy()
     for k in range(1, len(ms)):
         result = compose_two(result, ms[k], strict, k)
     return result

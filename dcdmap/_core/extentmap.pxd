@@ -14,6 +14,14 @@ cdef struct Leaf:
     label_t* label        # the caller's label
 
 
+cdef struct Batch:       # a batch of checked extents in start order (insert_many, from_arrays)
+    const addr_t* starts
+    const addr_t* lasts
+    const addr_t* targets    # NULL: each extent translates to its own start
+    const label_t* labels    # NULL: label 0
+    bint owned               # the arrays are malloc'd copies (sorted), freed with the batch
+
+
 cdef struct Builder:     # fills new leaves in one pass (from_arrays, large insert_many)
     Leaf** leaves        # new top arrays, sized for the final leaf count
     addr_t* fence
@@ -76,16 +84,14 @@ cdef class ExtentMap:
     cdef index_t holes(self, addr_t a, addr_t b_last, addr_t* starts, addr_t* lengths) noexcept nogil
     # Mutations: 0 on success, -1 when out of memory (the map is then unchanged);
     # batch ones return a status code and the offending index in *bad.
+    cdef index_t min_spare(self) noexcept nogil
     cdef int insert_c(self, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil
     cdef int remove_c(self, addr_t start, addr_t last, addr_t* removed) noexcept nogil
-    cdef int insert_each(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                         const label_t* labels, const KeyIndex* order, index_t n, index_t* bad) noexcept nogil
-    cdef int merge_rebuild(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                           const label_t* labels, const KeyIndex* order, index_t n, index_t* bad) noexcept nogil
+    cdef int insert_each(self, const Batch* b, index_t n, index_t* bad) noexcept nogil
+    cdef int merge_rebuild(self, const Batch* b, index_t n, index_t* bad) noexcept nogil
     cdef void install(self, Builder* b) noexcept nogil
     cdef addr_t last_byte(self) noexcept nogil
-    cdef int append_sorted(self, const addr_t* starts, const addr_t* lasts, const addr_t* targets,
-                           const label_t* labels, const KeyIndex* order, index_t n) noexcept nogil
+    cdef int append_sorted(self, const Batch* b, index_t n) noexcept nogil
     cdef int grow_top(self, index_t need) noexcept nogil
     cdef int split_leaf(self, index_t li, index_t h) noexcept nogil
     cdef void drop_leaves(self, index_t first, index_t stop) noexcept nogil
@@ -162,3 +168,10 @@ cdef inline bint view_translate(const MapView* v, addr_t addr, addr_t* out) noex
         return False
     out[0] = leaf.target[j] + (addr - leaf.start[j])
     return True
+
+# Building a map from extents in address order (the caller guarantees they are aligned and
+# do not wrap): init for `total` extents, push them in order (1 = overlaps the previous one,
+# -1 = out of memory), then ExtentMap.install() the result, or discard it.
+cdef int builder_init(Builder* b, index_t total, index_t cap) noexcept nogil
+cdef int builder_push(Builder* b, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil
+cdef void builder_discard(Builder* b) noexcept nogil

@@ -19,5 +19,5 @@ cdef class TagView:
     cdef bint reverse_c(self, addr_t addr, addr_t* out) noexcept nogil
 
     cdef int place(self, q_arr, index_t[::1] order, index_t* bad, index_t* other) except -1
-    cdef init_interleave(self, s_arr, l_arr, order, chunk_size, nstrips, granule)
+    cdef init_interleave(self, s_arr, l_arr, host, lens, order, chunk_size, nstrips, granule)
     cdef batch(self, values, missing, bint forward)

@@ -39,7 +39,7 @@ from dcdmap._core.extentmap import as_u64_array
 from dcdmap._core.compose import compose
 
 from dcdmap.errors import (
-    AlignmentError, ArrayShapeError, InputTypeError, InterleaveError, InvalidRangeError,
+    AlignmentError, ArrayShapeError, DcdmapError, InputTypeError, InterleaveError, InvalidRangeError,
     SequenceError, UnmappedError,
 )
 
@@ -127,22 +127,26 @@ cdef class TagView:
             if status == 2:
                 raise SequenceError(f"sequence number {int(q_arr[bad])} is given twice: extents "
                                     f"{other} and {bad}")
+            # Into placement order by scattering through the sequence numbers (sequential
+            # reads; a gather through `order` would stall on every scattered read).
+            host = np.empty(n, np.uint64)
+            host[q_arr] = s_arr
+            lens = np.empty(n, np.uint64)
+            lens[q_arr] = l_arr
         else:
             order = np.arange(n, dtype=np.intp)
+            host = s_arr
+            lens = l_arr
         self.count = n
         self.chunk = 0
         if chunk_size is not None or nstrips is not None:
-            self.init_interleave(s_arr, l_arr, order, chunk_size, nstrips, granule)
+            self.init_interleave(s_arr, l_arr, host, lens, order, chunk_size, nstrips, granule)
             return
-        # Reverse first: building it proves the extents aligned and disjoint in host space.
-        host = s_arr[order]
-        lens = l_arr[order]
         logical = np.empty(n, np.uint64)
-        if n:
-            logical[0] = 0
-            np.cumsum(lens[:n - 1], out=logical[1:])
-        # (in the caller's order, so that errors name the caller's extent numbers)
-        self.rev = ExtentMap.from_arrays(s_arr, l_arr, scatter(logical, order), None, granule=granule)
+        logical[0] = 0
+        np.cumsum(lens[:n - 1], out=logical[1:])
+        # Reverse first: building it proves the extents aligned and disjoint in host space.
+        self.rev = build_reverse(host, lens, logical, s_arr, l_arr, granule)
         self.fwd = ExtentMap.from_arrays(logical, lens, host, np.arange(n, dtype=np.uint32)
                                          if n < 1 << 32 else None, granule=granule)
 
@@ -154,11 +158,9 @@ cdef class TagView:
             status = place_by_sequence(&q[0], n, &order[0], bad, other)
         return status
 
-    cdef init_interleave(self, s_arr, l_arr, order, chunk_size, nstrips, granule):
+    cdef init_interleave(self, s_arr, l_arr, host, lens, order, chunk_size, nstrips, granule):
         cdef addr_t cs, strip_len
         cdef index_t n = self.count
-        host = s_arr[order]
-        lens = l_arr[order]
         if chunk_size is None:
             raise InterleaveError("nstrips needs chunk_size")
         cs = to_u64(chunk_size, "chunk_size")
@@ -176,8 +178,8 @@ cdef class TagView:
         if (<object>strip_len) * n > 1 << 64:
             raise InvalidRangeError("the interleaved view would be larger than 2**64 bytes")
         # Reverse: host address -> (strip index * strip length + offset in the strip).
-        self.rev = ExtentMap.from_arrays(s_arr, l_arr, scatter(np.arange(n, dtype=np.uint64) * np.uint64(strip_len), order),
-                                         None, granule=granule)
+        self.rev = build_reverse(host, lens, np.arange(n, dtype=np.uint64) * np.uint64(strip_len),
+                                 s_arr, l_arr, granule)
         self.fwd = None
         self.chunk = cs
         self.strip_len = strip_len
@@ -324,11 +326,15 @@ cdef class TagView:
                                      granule=self.rev.granule)
 
 
-cdef scatter(values, order):
-    """values[k] belongs to extent order[k]: return them in the caller's order."""
-    out = np.empty_like(values)
-    out[order] = values
-    return out
+cdef ExtentMap build_reverse(host, lens, targets, s_arr, l_arr, granule):
+    """The host address -> view map, from arrays in placement order.  Its construction checks
+    the extents (aligned, disjoint); if that fails, the caller's arrays are checked again so
+    that the error names the caller's extent numbers, not places in the view."""
+    try:
+        return ExtentMap.from_arrays(host, lens, targets, None, granule=granule)
+    except DcdmapError:
+        ExtentMap.from_arrays(s_arr, l_arr, None, None, granule=granule)
+        raise
 
 
 def missing_numbers_of(q_arr):
@@ -406,80 +412,86 @@ def verify_views(views, media_maps=None, names=None):
 
 
 cdef walk_breakpoints(list maps, list names, addr_t end_last):
-    """Walk all hosts' (logical -> media) segment lists at once, breakpoint by breakpoint."""
-    cdef index_t nh = len(maps), h, status = 0
-    cdef addr_t v = 0
-    cdef const addr_t** S = <const addr_t**>malloc(nh * sizeof(addr_t*))
-    cdef const addr_t** L = <const addr_t**>malloc(nh * sizeof(addr_t*))
-    cdef const addr_t** T = <const addr_t**>malloc(nh * sizeof(addr_t*))
-    cdef index_t* n = <index_t*>malloc(nh * sizeof(index_t))
-    cdef index_t* p = <index_t*>malloc(nh * sizeof(index_t))
-    cdef const addr_t[::1] mv
-    keep = []
-    try:
-        if S == NULL or L == NULL or T == NULL or n == NULL or p == NULL:
-            raise MemoryError()
-        # A host whose view is shorter than end_last + 1 differs where it ends.
-        for h in range(nh):
-            a = maps[h]
-            lasts = a.starts + (a.lengths - np.uint64(1)) if len(a.starts) else a.starts
-            keep.append(lasts)
-            mv = a.starts
-            S[h] = &mv[0] if len(a.starts) else NULL
-            mv = lasts
-            L[h] = &mv[0] if len(a.starts) else NULL
-            mv = a.targets
-            T[h] = &mv[0] if len(a.starts) else NULL
-            n[h] = len(a.starts)
-            p[h] = 0
+    """Compare every host with host 0, breakpoint by breakpoint; report the first offset."""
+    cdef index_t nh = len(maps), h
+    cdef addr_t v, best = 0
+    cdef bint found = False
+    cdef int status
+    cdef Segs a, b
+    arrays = [segs_of(maps[h]) for h in range(nh)]
+    view_segs(arrays[0], &a)
+    for h in range(nh):
+        if h == 0 and nh > 1:
+            continue
+        view_segs(arrays[h], &b)
         with nogil:
-            status = walk(S, L, T, n, p, nh, end_last, &v)
-        if status == 0:
-            return ViewCheck(True, None, tuple(None for _ in range(nh)),
-                             f"all {nh} hosts agree on {<object>end_last + 1:#x} bytes")
-        media = []
-        for h in range(nh):
-            while p[h] < n[h] and L[h][p[h]] < v:
-                p[h] += 1
-            if p[h] < n[h] and S[h][p[h]] <= v <= L[h][p[h]]:
-                media.append(T[h][p[h]] + (v - S[h][p[h]]))
-            else:
-                media.append(None)
-        unmapped = [names[h] for h in range(nh) if media[h] is None]
-        if unmapped:
-            reason = (f"{', '.join(unmapped)} reach{'es' if len(unmapped) == 1 else ''} no media "
-                      f"at offset {v:#x}")
-        else:
-            reason = (f"offset {v:#x} reaches media " +
-                      ", ".join(f"{media[h]:#x} on {names[h]}" for h in range(nh)))
-        return ViewCheck(False, v, tuple(media), reason)
-    finally:
-        free(S); free(L); free(T); free(n); free(p)
+            status = walk_pair(&a, &b, best - 1 if found else end_last, &v)
+        if status and (not found or v < best):
+            best = v
+            found = True
+    if not found:
+        return ViewCheck(True, None, tuple(None for _ in range(nh)),
+                         f"all {nh} hosts agree on {<object>end_last + 1:#x} bytes")
+    media = [media_at(arrays[h], best) for h in range(nh)]
+    unmapped = [names[h] for h in range(nh) if media[h] is None]
+    if unmapped:
+        reason = (f"{', '.join(unmapped)} reach{'es' if len(unmapped) == 1 else ''} no media "
+                  f"at offset {best:#x}")
+    else:
+        reason = (f"offset {best:#x} reaches media " +
+                  ", ".join(f"{media[h]:#x} on {names[h]}" for h in range(nh)))
+    return ViewCheck(False, best, tuple(media), reason)
 
 
-cdef int walk(const addr_t** S, const addr_t** L, const addr_t** T, index_t* n, index_t* p,
-              index_t nh, addr_t end_last, addr_t* at) noexcept nogil:
-    """0 if all hosts map [0, end_last] to the same media; else 1 with the first differing
-    offset in *at (the pointers p[h] then point at each host's segment there, if any)."""
-    cdef addr_t v = 0, next_v, media0 = 0, m
-    cdef index_t h
-    cdef bint done
+cdef struct Segs:             # one host's logical -> media segments, in logical order
+    const addr_t* starts
+    const addr_t* lasts
+    const addr_t* targets
+    index_t n
+
+
+cdef tuple segs_of(a):
+    """(starts, lasts, targets) arrays of an ExtentArrays."""
+    return a.starts, a.starts + (a.lengths - np.uint64(1)), a.targets
+
+
+cdef void view_segs(tuple arrays, Segs* out):
+    cdef const addr_t[::1] mv
+    out.n = len(arrays[0])
+    if out.n == 0:
+        out.starts = out.lasts = out.targets = NULL
+        return
+    mv = arrays[0]
+    out.starts = &mv[0]
+    mv = arrays[1]
+    out.lasts = &mv[0]
+    mv = arrays[2]
+    out.targets = &mv[0]
+
+
+cdef object media_at(tuple arrays, addr_t v):
+    i = int(np.searchsorted(arrays[0], np.uint64(v), "right")) - 1
+    if i < 0 or arrays[1][i] < v:
+        return None
+    return int(arrays[2][i]) + (v - int(arrays[0][i]))
+
+
+cdef int walk_pair(const Segs* a, const Segs* b, addr_t end_last, addr_t* at) noexcept nogil:
+    """0 if a and b map every offset of [0, end_last] to the same media; else 1 and the first
+    offset where one of them maps nothing or they differ.  Between breakpoints both grow with
+    the offset, so one comparison per stretch decides it: O(a.n + b.n)."""
+    cdef index_t i = 0, k = 0
+    cdef addr_t v = 0, next_last
     while True:
-        next_v = end_last      # the last byte of the stretch that starts at v
-        for h in range(nh):
-            while p[h] < n[h] and L[h][p[h]] < v:
-                p[h] += 1
-            if p[h] == n[h] or S[h][p[h]] > v:
-                at[0] = v
-                return 1
-            m = T[h][p[h]] + (v - S[h][p[h]])
-            if h == 0:
-                media0 = m
-            elif m != media0:
-                at[0] = v
-                return 1
-            if L[h][p[h]] < next_v:
-                next_v = L[h][p[h]]
-        if next_v == end_last:
+        while i < a.n and a.lasts[i] < v:
+            i += 1
+        while k < b.n and b.lasts[k] < v:
+            k += 1
+        if i == a.n or a.starts[i] > v or k == b.n or b.starts[k] > v \
+                or a.targets[i] + (v - a.starts[i]) != b.targets[k] + (v - b.starts[k]):
+            at[0] = v
+            return 1
+        next_last = a.lasts[i] if a.lasts[i] < b.lasts[k] else b.lasts[k]
+        if next_last >= end_last:
             return 0
-        v = next_v + 1
+        v = next_last + 1
