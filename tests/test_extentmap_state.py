@@ -76,7 +76,7 @@ class ExtentMapMachine(RuleBasedStateMachine):
         kind, v = target
         if kind == "delta":
             return start + v if isinstance(start, int) and 0 <= start + v else v
-        if kind == "top":   # ends exactly at 2**64, or one granule past it
+        if kind == "top":   # ends exactly at 2**64, or v bytes past it
             return max(0, SPACE - length + v) if isinstance(length, int) and length > 0 else v
         return v
 
@@ -150,7 +150,8 @@ class ExtentMapMachine(RuleBasedStateMachine):
     def gaps(self, data):
         end = self.window_end()
         lo = data.draw(st.one_of(st.integers(self.BASE, end), st.just(0), st.just(-1)), label="lo")
-        hi = data.draw(st.one_of(st.integers(self.BASE, end), st.just(SPACE), st.just(SPACE + 1)),
+        hi = data.draw(st.one_of(st.integers(self.BASE, end), st.just(SPACE), st.just(SPACE + 1),
+                                 st.integers(-1, 1).map(lambda d: lo + d)),     # lo >= hi: an error
                        label="hi")
         kwargs = {} if (lo, hi) == (0, SPACE) else {"lo": lo, "hi": hi}
         got, exp = both(self.m, self.ref, "gaps", **kwargs)
@@ -177,7 +178,8 @@ class ExtentMapMachine(RuleBasedStateMachine):
             i = data.draw(st.integers(0, len(self.ref.ext) - 1), label="extent")
             lo = max(0, self.ref.ext[i][0] + data.draw(st.integers(-2 * g, g), label="lo offset"))
         # hi: mostly the default (2**64), else somewhere after lo (or before it: an error)
-        hi = data.draw(st.one_of(st.none(), st.none(), st.integers(self.BASE, end)), label="hi")
+        hi = data.draw(st.one_of(st.none(), st.none(), st.integers(self.BASE, end),
+                                 st.integers(0, 2).map(lambda d: (lo or 0) + d * g)), label="hi")
         kwargs = {"align": align}
         if lo is not None:
             kwargs["lo"] = lo
@@ -393,7 +395,7 @@ def make_machine(name, granule, base, window=2048):
         st.none(), st.none(),
         st.sampled_from([("delta", 0), ("delta", 64 * g), ("delta", 1 << 50)]),
         st.integers(0, 4096).map(lambda k: ("abs", k * g)),
-        st.sampled_from([("top", 0), ("top", g)]),
+        st.sampled_from([("top", 0), ("top", 1), ("top", g)]),       # 2**64 exactly, 1 byte past, g past
     )
 
     class Machine(ExtentMapMachine):
