@@ -162,8 +162,10 @@ class ExtentMapMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def find_free(self, data):
         g, end = self.GRANULE, self.window_end()
-        length = data.draw(st.one_of(st.integers(1, 8).map(lambda k: k * g), st.integers(1, 64).map(lambda k: k * g),
-                                     st.sampled_from([0, g + 1 if g > 1 else 0, SPACE - g])), label="length")
+        length = data.draw(st.one_of(st.integers(1, 8).map(lambda k: k * g),
+                                     st.integers(1, 64).map(lambda k: k * g),
+                                     st.sampled_from([0, g + 1 if g > 1 else 0, SPACE - g])),
+                           label="length")
         align = data.draw(st.one_of(st.none(), st.integers(0, 6).map(lambda j: g << j),
                                     st.sampled_from([3 * g, g // 2 if g > 1 else 0])), label="align")
         # lo: the default (0), anywhere in the window, or at / just before / inside an extent

@@ -23,14 +23,16 @@ Invariants (checked by ``check_invariants()``, after every mutation in DCDMAP_DE
 Complexity, n extents, L = n / cap leaves:
 
 * lookup / translate / overlap test: O(log L + log cap);
-* insert / remove one extent: the searches plus a memmove of at most ``cap`` slots, and on a
-  split or merge a memmove of the top arrays, O(L) but only once per ~cap/4 operations;
+* insert / remove one extent: the searches plus a memmove of at most ``cap`` slots; a full
+  leaf first passes a share to a neighbour with room (B*-tree style), and only splits when
+  both are nearly full; a split or merge moves the top arrays, O(L), rarely;
 * removing a range that covers k extents: O(log n + k);
 * batch queries: an O(n) sortedness check, then either a finger walk (sorted input) or a
   two-pass radix sort on the top 22 varying bits that gives the queries locality, then a
   finger walk that gallops from the previous answer; O(n + m) for m queries in practice;
-* from_arrays: a radix argsort (skipped when the input is sorted), then one pass that fills
-  the leaves; insert_many of a large batch merges and rebuilds in O(n + m).
+* from_arrays: a radix argsort (skipped when the input is sorted), a scatter of the arrays into
+  that order, then one pass that fills the leaves 7/8 full; insert_many of a large batch merges
+  and rebuilds in O(n + m).
 
 Batch calls release the GIL.  Thread safety: any number of threads may run batch *reads*
 (``translate_many``, ``lookup_many``, ``contains_many``, ``to_arrays`` ...) on one map at once;

@@ -332,9 +332,10 @@ cdef ExtentMap build_reverse(host, lens, targets, s_arr, l_arr, granule):
     that the error names the caller's extent numbers, not places in the view."""
     try:
         return ExtentMap.from_arrays(host, lens, targets, None, granule=granule)
-    except DcdmapError:
-        ExtentMap.from_arrays(s_arr, l_arr, None, None, granule=granule)
-        raise
+    except DcdmapError as e:
+        first = e
+    ExtentMap.from_arrays(s_arr, l_arr, None, None, granule=granule)    # raises, naming them
+    raise first
 
 
 def missing_numbers_of(q_arr):
