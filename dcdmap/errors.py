@@ -28,6 +28,8 @@ __all__ = [
     "ConcurrentModificationError",
     "SequenceError",
     "InterleaveError",
+    "RecordError",
+    "RecordTruncatedError",
 ]
 
 
@@ -76,3 +78,32 @@ class SequenceError(DcdmapError, ValueError):
 
 class InterleaveError(DcdmapError, ValueError):
     """Interleave parameters do not fit the strips (chunk size, strip count or strip lengths)."""
+
+
+class RecordError(DcdmapError, ValueError):
+    """Wire data is malformed, or a record cannot be packed as given.
+
+    ``field`` names the offending field as a path (``"dc_event.flags"``,
+    ``"updated_extent_list.extents[3].reserved"``) and ``offset`` is its byte offset in the
+    buffer (``None`` when the error is not about one field); the message says both.
+    """
+
+    def __init__(self, message: str, field: str | None = None, offset: int | None = None):
+        super().__init__(message)
+        self.field = field
+        self.offset = offset
+
+
+class RecordTruncatedError(RecordError):
+    """A buffer ends before the record or payload it should hold.
+
+    ``needed`` is the number of bytes the record (or, for a payload, its count field) calls
+    for and ``got`` the number the buffer has; ``field`` and ``offset`` name the field the
+    buffer ends in, or the count field that asks for more bytes than there are.
+    """
+
+    def __init__(self, message: str, field: str | None = None, offset: int | None = None,
+                 needed: int | None = None, got: int | None = None):
+        super().__init__(message, field, offset)
+        self.needed = needed
+        self.got = got

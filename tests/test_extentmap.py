@@ -1171,3 +1171,43 @@ def test_to_arrays_own_their_memory():
     del m                                        # the arrays outlive the map
     for x, y in zip(b, kept):
         assert np.array_equal(x, y)
+
+
+# ----------------------------------------------------------------------------- input types
+
+def test_bools_bytes_and_nested_lists_are_refused_everywhere():
+    """A bool is not an address (scalar or in a list); bytes are not a list of addresses; a
+    nested list is not one-dimensional.  Each is refused with the matching dcdmap error."""
+    m = populated()
+    before = m.to_arrays()
+    with pytest.raises(InputTypeError):
+        m.lookup(True)
+    with pytest.raises(InputTypeError):
+        m.insert(False, 64)
+    with pytest.raises(InputTypeError):
+        m.translate_many([0, True])
+    with pytest.raises(InputTypeError):
+        m.translate_many(b"\x00\x01")
+    with pytest.raises(InputTypeError):
+        m.contains_many(bytearray(8))
+    with pytest.raises(ArrayShapeError):
+        m.translate_many([[0, 64], [128, 192]])
+    with pytest.raises(ArrayShapeError):
+        m.insert_many([[8000 * 64]], [[64]])
+    assert all(np.array_equal(x, y) for x, y in zip(m.to_arrays(), before))
+
+
+def test_leaf_capacity_must_be_an_int():
+    with pytest.raises(InputTypeError):
+        ExtentMap(leaf_capacity=8.0)
+    with pytest.raises(InputTypeError):
+        ExtentMap(leaf_capacity=True)
+    with pytest.raises(InvalidRangeError):
+        ExtentMap(leaf_capacity=3)
+
+
+def test_pickle_keeps_the_leaf_capacity():
+    m = populated(cap=5)
+    back = pickle.loads(pickle.dumps(m))
+    assert back == m and back.leaf_capacity == 5
+    back.check_invariants()

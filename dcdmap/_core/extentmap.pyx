@@ -213,7 +213,7 @@ cdef addr_t to_u64(object value, str what) except? 0xFFFFFFFFFFFFFFFF:
         except OverflowError:
             pass
     else:
-        if isinstance(value, (float, complex, str, bytes)):
+        if isinstance(value, (bool, float, complex, str, bytes)):
             raise InputTypeError(f"{what} must be an integer, not {type(value).__name__} {value!r}")
         try:
             value = operator.index(value)
@@ -247,6 +247,8 @@ def as_u64_array(values, str what):
         if arr.size == 0 and kind in "fO":
             return np.empty(0, dtype=np.uint64)
         raise InputTypeError(f"{what} must be an array of integers, not of dtype {arr.dtype}")
+    if isinstance(values, (bytes, bytearray, str)):
+        raise InputTypeError(f"{what} must be an array or a sequence of integers, not {type(values).__name__}")
     try:
         items = list(values)
     except TypeError:
@@ -254,6 +256,8 @@ def as_u64_array(values, str what):
                              f"not {type(values).__name__}") from None
     for i, item in enumerate(items):
         if type(item) is not int:
+            if isinstance(item, (list, tuple, np.ndarray)):
+                raise ArrayShapeError(f"{what} must be one-dimensional: {what}[{i}] is a {type(item).__name__}")
             if isinstance(item, (float, complex, str, bytes, bool)) or not hasattr(item, "__index__"):
                 raise InputTypeError(f"{what}[{i}] = {item!r} is not an integer")
             item = items[i] = operator.index(item)
@@ -590,7 +594,9 @@ cdef class ExtentMap:
         cdef addr_t g = to_u64(granule, "granule")
         if g == 0 or (g & (g - 1)) != 0:
             raise InvalidRangeError(f"granule {granule} is not a power of two")
-        if not isinstance(leaf_capacity, int) or not 4 <= leaf_capacity <= 1 << 20:
+        if not isinstance(leaf_capacity, int) or isinstance(leaf_capacity, bool):
+            raise InputTypeError(f"leaf_capacity must be an int, not {type(leaf_capacity).__name__}")
+        if not 4 <= leaf_capacity <= 1 << 20:
             raise InvalidRangeError(f"leaf_capacity {leaf_capacity!r} is not an int in 4 .. 2**20")
         if self.count:
             raise ConcurrentModificationError("ExtentMap.__init__ called on a map in use")
@@ -1310,7 +1316,7 @@ cdef class ExtentMap:
         return self.copy()
 
     def __reduce__(self):
-        return (ExtentMap.from_bytes, (self.to_bytes(),))
+        return (restore, (self.to_bytes(), self.cap))
 
     def __iter__(self):
         """The extents in address order, as :class:`Extent` tuples.
@@ -1766,6 +1772,11 @@ cdef class ExtentMap:
             total += leaf.n
         assert total == self.count, f"count {self.count} != {total} extents held"
         assert mapped == self.mapped, "cached mapped bytes are stale"
+
+
+def restore(data, leaf_capacity):
+    """Unpickle an ExtentMap (keeping its leaf capacity)."""
+    return ExtentMap.from_bytes(data, leaf_capacity=leaf_capacity)
 
 
 _MAGIC = b"DCDMAPEM"
