@@ -54,6 +54,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -274,7 +275,7 @@ def section_verify(cfg, args, rec: Recorder, info: dict):
         Case("dcdmap verify_views", lambda: verify_views(views, media), total, check=good),
         Case("numpy compose per host + searchsorted at every breakpoint", lambda: vd.verify_numpy(segs, msorted),
              total, check=lambda r: r == (True, None), max_repeat=1,
-             note="same algorithm vectorised; inputs: segments() and host-sorted media arrays"),
+             note="same algorithm vectorised; inputs: segments() and host-sorted media arrays; 1 run"),
     ]
     measure(cases, args.repeat)
     rec.add("verify_views", "verify_views, consistent", total, cases, "extent")
@@ -282,7 +283,7 @@ def section_verify(cfg, args, rec: Recorder, info: dict):
         Case("dcdmap verify_views", lambda: verify_views(bad_views, media), total, check=right_offset,
              note=f"host {bad_host}: two sequence numbers swapped; first bad offset {bad_offset:#x}"),
         Case("numpy compose per host + searchsorted at every breakpoint", lambda: vd.verify_numpy(bad_segs, msorted),
-             total, check=lambda r: r == (False, bad_offset), max_repeat=1),
+             total, check=lambda r: r == (False, bad_offset), max_repeat=1, note="1 run"),
     ]
     measure(cases, args.repeat)
     rec.add("verify_views", "verify_views, one host corrupted", total, cases, "extent")
@@ -365,7 +366,7 @@ def section_sharing(cfg, args, rec: Recorder, info: dict):
         Case("dcdmap holders_many", holders, len(q), check=lambda x: np.array_equal(x, exp_holders)),
         Case(f"numpy {nh} x searchsorted, OR of bits", lambda: vd.holders_numpy(added, q), len(q),
              check=lambda x: np.array_equal(x, exp_holders), max_repeat=2,
-             note="per host: i = searchsorted(merged starts, q, 'right') - 1; bit h if q < merged end[i]"),
+             note="best of at most 2 runs; per host: i = searchsorted(merged starts, q, 'right') - 1; bit h if q < merged end[i]"),
         Case("dcdmap coverage()", lambda: st["idx"].coverage(), 1, check=lambda c: c == exp_cov),
         Case("numpy +1/-1 sweep over merged ranges", lambda: vd.coverage_numpy(added), 1,
              check=lambda c: c == exp_cov),
@@ -550,7 +551,7 @@ def render(rec: Recorder, goals, meta, info) -> str:
              + ", ".join(f"{k} {v}" for k, v in eng["built"].items()) + ")"
              + ("" if meta["engine_end"]["sha256"] == eng["sha256"]
                 else f"; **the extension changed during the run** (now {meta['engine_end']['sha256']})")
-             + f". Load average at start {mc['loadavg_at_start'][0]:.2f}, at the end "
+             + f". Peak RSS {meta['peak_rss_gib']:.1f} GiB. Load average at start {mc['loadavg_at_start'][0]:.2f}, at the end "
              + f"{meta['loadavg_end'][0]:.2f}; per section: "
              + ", ".join(f"{k} {v[0]:.2f}" for k, v in meta["loadavg_sections"].items())
              + (" (other processes were using the CPU: wall times are noisier than CPU times)"
@@ -645,6 +646,7 @@ def main(argv=None) -> int:
     meta["seconds"] = time.perf_counter() - t0
     meta["loadavg_end"] = os.getloadavg()
     meta["engine_end"] = engine_build()
+    meta["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     goals = evaluate_goals(rec, cfg, args.quick)
     text = render(rec, goals, meta, info)
     print()
