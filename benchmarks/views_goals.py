@@ -57,6 +57,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ import data  # noqa: E402
 import views_data as vd  # noqa: E402
 import dcdmap  # noqa: E402
 from dcdmap import Chain, ExtentMap, SharingIndex, TagView, compose, verify_views  # noqa: E402
-from compare_peers import Case, fmt_per, fmt_time, machine, measure  # noqa: E402
+from compare_peers import Case as _Case, fmt_per, fmt_time, machine, measure  # noqa: E402
 
 MISSING = data.MISSING
 
@@ -83,6 +84,39 @@ QUICK = dict(view_n=10**5, queries=10**5, hosts=8, host_n=10**4, share_n=10**5, 
 # ---------------------------------------------------------------------------------------
 # bookkeeping
 # ---------------------------------------------------------------------------------------
+
+@dataclass
+class Case(_Case):
+    """compare_peers.Case, also recording the thread's user and system time and its minor
+    page faults (``getrusage(RUSAGE_THREAD)``) of the run with the best CPU time: on this VM
+    first-touching fresh memory is expensive, and it shows as system time."""
+
+    user: float = float("nan")
+    sys: float = float("nan")
+    faults: int = 0
+
+    def run(self) -> None:
+        state = self.setup() if self.setup else None
+        gc.collect()
+        gc.disable()
+        try:
+            r0 = resource.getrusage(resource.RUSAGE_THREAD)
+            c0 = time.thread_time()
+            t0 = time.perf_counter()
+            res = self.fn(state) if self.setup else self.fn()
+            t = time.perf_counter() - t0
+            c = time.thread_time() - c0
+            r1 = resource.getrusage(resource.RUSAGE_THREAD)
+        finally:
+            gc.enable()
+        if c < self.best_cpu:
+            self.user = r1.ru_utime - r0.ru_utime
+            self.sys = r1.ru_stime - r0.ru_stime
+            self.faults = r1.ru_minflt - r0.ru_minflt
+        self.best = min(self.best, t)
+        self.best_cpu = min(self.best_cpu, c)
+        self.result = res
+
 
 def engine_build() -> dict:
     """Every extension module of dcdmap._core (the views engine is more than extentmap)."""
@@ -111,7 +145,8 @@ class Recorder:
         for c in cases:
             rows.append(dict(section=section, op=op, impl=c.impl, n=n, ops=c.ops, unit=unit,
                              seconds=c.best, cpu_seconds=c.best_cpu, per_op=c.best / c.ops,
-                             cpu_per_op=c.best_cpu / c.ops, ok=c.ok, note=c.note))
+                             cpu_per_op=c.best_cpu / c.ops, user=c.user, sys=c.sys, minor_faults=c.faults,
+                             ok=c.ok, note=c.note))
         dc = [r for r in rows if r["impl"].startswith("dcdmap")]
         for r in rows:
             if dc and r is not dc[0]:
@@ -486,6 +521,10 @@ def evaluate_goals(rec: Recorder, cfg, quick: bool) -> list[dict]:
     w, c, ok = secs("TagView build")
     goal(f"TagView of {nv:,} shareable extents (seqs, shuffled arrival) builds", w, c, "<= 2 s",
          lambda x: x <= 2.0, "s", ok)
+    r = rec.find("TagView build", "dcdmap")
+    if r is not None:
+        goal(f"the same build, user-space CPU only (system time: {r['sys']:.2f} s, {r['minor_faults']:,} page "
+             "faults, left out; reported)", r["user"], r["user"], "(<= 2 s for reference)", None, "s", r["ok"])
     for impl, text in (("dcdmap TagView, arrival", "TagView arrival order (no seqs), same extents"),
                        ("dcdmap TagView interleaved", "TagView interleaved, same count of strips")):
         r = rec.find("TagView build", impl)
@@ -536,7 +575,9 @@ def render(rec: Recorder, goals, meta, info) -> str:
              "the notes column. Every timing is the best of the runs (round-robin over the cases of one "
              "operation; the SharingIndex operations run as one sequence per repeat, from an empty index), "
              "GC off while the clock runs. Two clocks: wall (`perf_counter`) and the measuring thread's CPU "
-             "time (`thread_time`); a goal is met only when both meet it. Ratio = this row's time / the time "
+             "time (`thread_time`); a goal is met only when both meet it. For the run with the best CPU time, "
+             "the thread's user and system time and minor page faults (`getrusage(RUSAGE_THREAD)`, "
+             "tick-granular) say how much of it was the kernel faulting in fresh memory. Ratio = this row's time / the time "
              "of the operation's first dcdmap row, in the same run (for a peer: > 1 means dcdmap is faster). `ok`: the result matched the layout known from the generator "
              "or numpy's answer.")
     L.append("")
@@ -577,16 +618,17 @@ def render(rec: Recorder, goals, meta, info) -> str:
     L += ["", "## Results", ""]
     for sec in dict.fromkeys(r["section"] for r in rec.rows):
         L += [f"### {sec}", ""]
-        L.append("| operation | implementation | n | wall (ops) | CPU | wall per op | CPU per op | ratio "
-                 "(wall / CPU) | ok | note |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        L.append("| operation | implementation | n | wall (ops) | CPU | user / sys, page faults | wall per op | "
+                 "CPU per op | ratio (wall / CPU) | ok | note |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rec.rows:
             if r["section"] != sec:
                 continue
             ok = "" if r["ok"] is None else ("yes" if r["ok"] else "**NO**")
             ratio = f"{r['ratio']:.2f}x / {r['cpu_ratio']:.2f}x" if "ratio" in r else "1"
             L.append(f"| {r['op']} | {r['impl']} | {r['n']:,} | {fmt_time(r['seconds'])} ({r['ops']:,} {r['unit']}) | "
-                     f"{fmt_time(r['cpu_seconds'])} | {fmt_per(r['per_op'])} | {fmt_per(r['cpu_per_op'])} | {ratio} | "
+                     f"{fmt_time(r['cpu_seconds'])} | {r['user']:.2f} / {r['sys']:.2f} s, {r['minor_faults']:,} | "
+                     f"{fmt_per(r['per_op'])} | {fmt_per(r['cpu_per_op'])} | {ratio} | "
                      f"{ok} | {r['note']} |")
         L.append("")
     L += ["## Details", ""]

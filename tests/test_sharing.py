@@ -368,3 +368,26 @@ def test_not_writing_during_a_batch():
     idx.check_invariants()
     exp = np.left_shift(np.uint64(1), (addrs // np.uint64(0x40)) % np.uint64(64))
     assert np.array_equal(out["r"], exp)
+
+
+def test_holder_sets_no_range_uses_are_forgotten():
+    """Adding and removing hosts over one range makes a new holder set almost every time;
+    sets no range uses any more must be dropped (ids are uint32: they must never run out),
+    and the answers must stay right through each renumbering."""
+    idx = SharingIndex()
+    rng = np.random.default_rng(0)
+    held = 0
+    for step in range(20_000):
+        h = int(rng.integers(64))
+        if rng.random() < 0.5:
+            idx.add(h, 0, 4096)
+            held |= 1 << h
+        else:
+            idx.remove(h, 0, 4096)
+            held &= ~(1 << h)
+        assert idx.holder_sets <= 2 * len(idx) + 1024 + 1
+        if step % 997 == 0:
+            assert idx.holders(0) == held and idx.holders(4032) == held
+            idx.check_invariants()
+    assert idx.holders_many([0, 2048, 4096]).tolist() == [held, held, 0]
+    idx.check_invariants()

@@ -18,8 +18,8 @@ from libc.stdlib cimport malloc, realloc, free
 from dcdmap._core._types cimport addr_t, label_t, index_t
 from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits
 from dcdmap._core.extentmap cimport (
-    ExtentMap, MapView, Leaf, Finger, Builder, finger_find, seek, advance, view_translate,
-    builder_init, builder_push, builder_discard,
+    ExtentMap, MapView, Leaf, Finger, Builder, Batch, finger_find, seek, advance, view_translate,
+    builder_init, builder_push, builder_discard, sort_batch, batch_free,
 )
 from dcdmap._core.extentmap import as_u64_array
 from dcdmap._core.extentmap cimport to_u64
@@ -78,46 +78,83 @@ cdef void pieces_free(Pieces* p) noexcept nogil:
 
 cdef int compose_pass(ExtentMap a, ExtentMap b, Pieces* out, bint strict, addr_t* hole,
                       addr_t* bits) noexcept nogil:
-    """Collect the pieces of a∘b in one pass over a.  0; -1 out of memory; 1 with strict, at the
-    first address of a's image that b does not map (stored in *hole).  *bits collects the OR
-    of every piece's start and length (for the result's granule)."""
-    cdef index_t li, j
+    """Collect the pieces of a∘b.  a's extents are taken in the order of their *targets*, so
+    that the walk through b only moves forward (a seek per extent near the previous one, in
+    cache) however a scatters its targets; the pieces then come out in target order, and the
+    caller sorts them by start.  0; -1 out of memory; 1 with strict, at the address of a's
+    image that b does not map whose preimage is lowest (stored in *hole).  *bits collects the OR of every piece's start
+    and length (for the result's granule)."""
+    cdef index_t n = a.count, li, j, k = 0, i
     cdef addr_t s, x, x_last, piece_last, start, length
+    cdef addr_t* starts = <addr_t*>malloc(n * sizeof(addr_t) + 1)
+    cdef addr_t* lasts = <addr_t*>malloc(n * sizeof(addr_t) + 1)
+    cdef addr_t* targets = <addr_t*>malloc(n * sizeof(addr_t) + 1)
+    cdef label_t* labels = <label_t*>malloc(n * sizeof(label_t) + 1)
+    cdef KeyIndex* order = NULL
     cdef Leaf* la
     cdef Leaf* lb
     cdef Finger f
-    cdef bint more
-    for li in range(a.v.nleaves):
-        la = a.v.leaves[li]
-        for j in range(la.n):
-            s = la.start[j]
-            x = la.target[j]                          # a's image is [x, x_last] in b's domain
-            x_last = x + (la.last[j] - s)
-            more = seek(&b.v, x, &f)
-            while True:
-                if not more or b.v.leaves[f.li].start[f.j] > x_last:
-                    if strict:
-                        hole[0] = x
-                        return 1
+    cdef bint more, found_hole = False
+    cdef addr_t hole_at = 0
+    cdef int status = 0
+    if starts == NULL or lasts == NULL or targets == NULL or labels == NULL:
+        status = -1
+    else:
+        for li in range(a.v.nleaves):
+            la = a.v.leaves[li]
+            for j in range(la.n):
+                starts[k] = la.start[j]
+                lasts[k] = la.last[j]
+                targets[k] = la.target[j]
+                labels[k] = la.label[j]
+                k += 1
+        if not is_sorted(targets, n):
+            order = sort_by_key(targets, n, 0)
+            if order == NULL:
+                status = -1
+    k = 0
+    while status == 0 and k < n:
+        i = order[k].index if order != NULL else k
+        k += 1
+        s = starts[i]
+        x = targets[i]                            # a's image is [x, x_last] in b's domain
+        x_last = x + (lasts[i] - s)
+        more = seek(&b.v, x, &f)
+        while True:
+            if not more or b.v.leaves[f.li].start[f.j] > x_last:
+                if strict:
+                    note_hole(s + (x - targets[i]), x, &found_hole, &hole_at, hole)
+                break
+            lb = b.v.leaves[f.li]
+            if lb.start[f.j] > x:
+                if strict:
+                    note_hole(s + (x - targets[i]), x, &found_hole, &hole_at, hole)
                     break
-                lb = b.v.leaves[f.li]
-                if lb.start[f.j] > x:
-                    if strict:
-                        hole[0] = x
-                        return 1
-                    x = lb.start[f.j]
-                piece_last = lb.last[f.j] if lb.last[f.j] < x_last else x_last
-                start = s + (x - la.target[j])
-                length = piece_last - x + 1
-                if pieces_push(out, start, start + (length - 1), lb.target[f.j] + (x - lb.start[f.j]),
-                               la.label[j]) < 0:
-                    return -1
-                bits[0] |= start | length
-                if piece_last == x_last:
-                    break
-                x = piece_last + 1
-                more = advance(&b.v, &f)
-    return 0
+                x = lb.start[f.j]
+            piece_last = lb.last[f.j] if lb.last[f.j] < x_last else x_last
+            start = s + (x - targets[i])
+            length = piece_last - x + 1
+            if pieces_push(out, start, start + (length - 1), lb.target[f.j] + (x - lb.start[f.j]),
+                           labels[i]) < 0:
+                status = -1
+                break
+            bits[0] |= start | length
+            if piece_last == x_last:
+                break
+            x = piece_last + 1
+            more = advance(&b.v, &f)
+    free(starts); free(lasts); free(targets); free(labels); free(order)
+    if status == 0 and found_hole:
+        return 1
+    return status
+
+
+cdef inline void note_hole(addr_t at, addr_t image, bint* found, addr_t* hole_at, addr_t* hole) noexcept nogil:
+    """Keep the hole whose address in a is lowest (the one a walk in address order meets first)."""
+    if not found[0] or at < hole_at[0]:
+        found[0] = True
+        hole_at[0] = at
+        hole[0] = image
 
 
 cdef ExtentMap compose_two(ExtentMap a, ExtentMap b, bint strict, index_t stage):
@@ -126,7 +163,10 @@ cdef ExtentMap compose_two(ExtentMap a, ExtentMap b, bint strict, index_t stage)
     cdef index_t i
     cdef Pieces p
     cdef Builder bd
+    cdef Batch batch
+    cdef KeyIndex* porder = NULL
     cdef ExtentMap result
+    batch.owned = False                  # (freed in `finally` whatever happens)
     p.starts = p.lasts = p.targets = NULL
     p.labels = NULL
     p.n = p.alloc = 0
@@ -142,12 +182,22 @@ cdef ExtentMap compose_two(ExtentMap a, ExtentMap b, bint strict, index_t stage)
         if bits and (bits & (~bits + 1)) < g:
             g = bits & (~bits + 1)
         result = ExtentMap(g, leaf_capacity=a.cap)
+        batch.starts = p.starts
+        batch.lasts = p.lasts
+        batch.targets = p.targets
+        batch.labels = p.labels
+        batch.owned = False
         with nogil:
+            if status == 0 and p.n and not is_sorted(p.starts, p.n):
+                porder = sort_by_key(p.starts, p.n, 0)
+                if porder == NULL or sort_batch(&batch, porder, p.n) < 0:
+                    status = -1
             if status == 0 and p.n:
                 status = builder_init(&bd, p.n, a.cap)
                 i = 0
                 while status == 0 and i < p.n:
-                    status = builder_push(&bd, p.starts[i], p.lasts[i], p.targets[i], p.labels[i])
+                    status = builder_push(&bd, batch.starts[i], batch.lasts[i], batch.targets[i],
+                                          batch.labels[i])
                     i += 1
                 if status == 0:
                     result.install(&bd)
@@ -159,6 +209,8 @@ cdef ExtentMap compose_two(ExtentMap a, ExtentMap b, bint strict, index_t stage)
         a.readers -= 1
         b.readers -= 1
         pieces_free(&p)
+        free(porder)
+        batch_free(&batch)
     return result
 
 

@@ -175,3 +175,7 @@ cdef inline bint view_translate(const MapView* v, addr_t addr, addr_t* out) noex
 cdef int builder_init(Builder* b, index_t total, index_t cap) noexcept nogil
 cdef int builder_push(Builder* b, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil
 cdef void builder_discard(Builder* b) noexcept nogil
+
+# Move a batch's arrays into the order of `order` (a sort by start), as malloc'd copies.
+cdef int sort_batch(Batch* b, const KeyIndex* order, index_t n) noexcept nogil
+cdef void batch_free(Batch* b) noexcept nogil

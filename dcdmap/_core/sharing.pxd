@@ -17,6 +17,8 @@ cdef class SharingIndex:
     cdef index_t buf_alloc
 
     cdef int64_t intern(self, uint64_t mask) noexcept nogil
+    cdef int compact(self, ExtentMap m) noexcept nogil
+    cdef void table_insert(self, uint64_t mask, label_t id) noexcept nogil
     cdef int reserve(self, index_t n) noexcept nogil
     cdef int update(self, ExtentMap m, uint64_t bit, addr_t s, addr_t last, bint adding) noexcept nogil
     cdef void push(self, index_t* n, addr_t start, addr_t last, uint64_t mask) noexcept nogil

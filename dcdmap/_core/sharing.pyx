@@ -13,8 +13,9 @@ the range), removes ``[start, end)`` from the map and inserts the pieces: O(log 
 ``remove`` is the same with the bit cleared (pieces left with no holder become holes).
 Queries are the engine's: ``holders_many`` is one C loop without the GIL.
 
-Hosts are numbered 0..63. Holder-set ids are never recycled (they are bounded by the number
-of distinct sets ever seen, which is small in practice).
+Hosts are numbered 0..63. Holder sets no range uses any more are forgotten now and then: when
+there are more than 2n + 1024 sets, the ids in use are renumbered (one pass over the ranges)
+and the hash table is rebuilt, so memory stays O(n) however many sets come and go.
 """
 import numpy as np
 
@@ -35,6 +36,7 @@ __all__ = ["SharingIndex", "MAX_HOSTS"]
 MAX_HOSTS = 64
 cdef addr_t ADDR_MAX = 0xFFFFFFFFFFFFFFFF
 cdef uint64_t EMPTY_KEY = 0        # mask 0 is never stored (no holder = a hole)
+cdef index_t MAX_SETS = 0xFFFFFFFF  # holder-set ids are uint32 labels
 
 
 cdef uint64_t MIX1 = 0xbf58476d1ce4e5b9
@@ -111,23 +113,20 @@ cdef class SharingIndex:
                 free(keys)
                 free(ids)
                 return -1
-            for k in range(self.table_size):
-                if self.table_keys[k] != EMPTY_KEY:
-                    i = mix(self.table_keys[k]) & <uint64_t>(size - 1)
-                    while keys[i] != EMPTY_KEY:
-                        i = (i + 1) & <uint64_t>(size - 1)
-                    keys[i] = self.table_keys[k]
-                    ids[i] = self.table_ids[k]
             free(self.table_keys)
             free(self.table_ids)
             self.table_keys = keys
             self.table_ids = ids
             self.table_size = size
+            for k in range(self.nmasks):
+                self.table_insert(self.masks[k], <label_t>k)
         i = mix(mask) & <uint64_t>(self.table_size - 1)
         while self.table_keys[i] != EMPTY_KEY:
             if self.table_keys[i] == mask:
                 return self.table_ids[i]
             i = (i + 1) & <uint64_t>(self.table_size - 1)
+        if self.nmasks >= MAX_SETS:           # ids are uint32 labels
+            return -1
         if self.nmasks == self.masks_alloc:
             size = self.masks_alloc * 2 if self.masks_alloc else 64
             keys = <uint64_t*>realloc(self.masks, size * sizeof(uint64_t))
@@ -140,6 +139,41 @@ cdef class SharingIndex:
         self.table_ids[i] = <label_t>self.nmasks
         self.nmasks += 1
         return self.nmasks - 1
+
+    cdef int compact(self, ExtentMap m) noexcept nogil:
+        """Renumber the holder sets the ranges use as 0..k-1, forget the others, and rebuild
+        the hash table; the ranges keep their holders.  O(n + sets).  0, or -1 out of memory."""
+        cdef index_t* new_id = <index_t*>malloc((self.nmasks + 1) * sizeof(index_t))
+        cdef index_t k = 0, i, li, j
+        cdef Leaf* leaf
+        if new_id == NULL:
+            return -1
+        for i in range(self.nmasks):
+            new_id[i] = -1
+        for li in range(m.v.nleaves):
+            leaf = m.v.leaves[li]
+            for j in range(leaf.n):
+                if new_id[leaf.label[j]] < 0:
+                    new_id[leaf.label[j]] = k
+                    k += 1
+                leaf.label[j] = <label_t>new_id[leaf.label[j]]
+        for i in range(self.nmasks):          # new ids never exceed old ones: compact in place
+            if new_id[i] >= 0:
+                self.masks[new_id[i]] = self.masks[i]
+        free(new_id)
+        self.nmasks = k
+        for i in range(self.table_size):
+            self.table_keys[i] = EMPTY_KEY
+        for i in range(k):
+            self.table_insert(self.masks[i], <label_t>i)
+        return 0
+
+    cdef void table_insert(self, uint64_t mask, label_t id) noexcept nogil:
+        cdef uint64_t i = mix(mask) & <uint64_t>(self.table_size - 1)
+        while self.table_keys[i] != EMPTY_KEY:
+            i = (i + 1) & <uint64_t>(self.table_size - 1)
+        self.table_keys[i] = mask
+        self.table_ids[i] = id
 
     cdef int reserve(self, index_t n) noexcept nogil:
         """Room for n pieces in the scratch buffers."""
@@ -175,6 +209,9 @@ cdef class SharingIndex:
         cdef uint64_t mask
         cdef bint more, done = False
         cdef int64_t lab
+        # Holder sets no range uses any more are dropped now and then (amortised O(1)).
+        if self.nmasks > 2 * m.count + 1024 and self.compact(m) < 0:
+            return -1
         # Count the ranges met, for the scratch size: at most one hole before each, one after.
         more = seek(&m.v, s, &f)
         while more and m.v.leaves[f.li].start[f.j] <= last:
@@ -428,6 +465,11 @@ cdef class SharingIndex:
     @property
     def granule(self):
         return self.m.granule
+
+    @property
+    def holder_sets(self):
+        """How many distinct holder sets the index keeps (at most 2 * ranges + 1024 + 1 update)."""
+        return self.nmasks
 
     def __repr__(self):
         return f"SharingIndex({len(self.m)} ranges, {self.nmasks} holder sets)"
