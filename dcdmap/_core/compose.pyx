@@ -14,6 +14,7 @@ import numpy as np
 
 cimport cython
 from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy
 
 from dcdmap._core._types cimport addr_t, label_t, index_t
 from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits
@@ -110,16 +111,22 @@ cdef int compose_pass(ExtentMap a, ExtentMap b, Pieces* out, bint strict, addr_t
                 k += 1
         if not is_sorted(targets, n):
             order = sort_by_key(targets, n, 0)
-            if order == NULL:
+            if order == NULL or into_order(order, n, starts, lasts, targets, labels) < 0:
                 status = -1
-    k = 0
-    while status == 0 and k < n:
-        i = order[k].index if order != NULL else k
-        k += 1
+    f.li = -1
+    i = 0
+    while status == 0 and i < n:
         s = starts[i]
         x = targets[i]                            # a's image is [x, x_last] in b's domain
         x_last = x + (lasts[i] - s)
-        more = seek(&b.v, x, &f)
+        # Targets ascend: walk b forward from where the previous image ended; seek afresh only
+        # when an image starts before that (a may map two ranges onto one).
+        if f.li >= 0 and f.li < b.v.nleaves and b.v.leaves[f.li].start[f.j] <= x:
+            more = True
+            while more and b.v.leaves[f.li].last[f.j] < x:
+                more = advance(&b.v, &f)
+        else:
+            more = seek(&b.v, x, &f)
         while True:
             if not more or b.v.leaves[f.li].start[f.j] > x_last:
                 if strict:
@@ -143,10 +150,39 @@ cdef int compose_pass(ExtentMap a, ExtentMap b, Pieces* out, bint strict, addr_t
                 break
             x = piece_last + 1
             more = advance(&b.v, &f)
+        i += 1
     free(starts); free(lasts); free(targets); free(labels); free(order)
     if status == 0 and found_hole:
         return 1
     return status
+
+
+cdef int into_order(const KeyIndex* order, index_t n, addr_t* starts, addr_t* lasts, addr_t* targets,
+                    label_t* labels) noexcept nogil:
+    """Rearrange the four arrays into the order of `order` (a sort by target), in place through
+    scratch copies: each element moves by a scatter through its rank (sequential reads)."""
+    cdef index_t k, i, r
+    cdef index_t* rank = <index_t*>malloc(n * sizeof(index_t) + 1)
+    cdef addr_t* s2 = <addr_t*>malloc(n * sizeof(addr_t) + 1)
+    cdef addr_t* l2 = <addr_t*>malloc(n * sizeof(addr_t) + 1)
+    cdef label_t* b2 = <label_t*>malloc(n * sizeof(label_t) + 1)
+    if rank == NULL or s2 == NULL or l2 == NULL or b2 == NULL:
+        free(rank); free(s2); free(l2); free(b2)
+        return -1
+    for k in range(n):
+        rank[order[k].index] = k
+    for i in range(n):
+        r = rank[i]
+        s2[r] = starts[i]
+        l2[r] = lasts[i]
+        b2[r] = labels[i]
+    for k in range(n):
+        targets[k] = order[k].key
+    memcpy(starts, s2, n * sizeof(addr_t))
+    memcpy(lasts, l2, n * sizeof(addr_t))
+    memcpy(labels, b2, n * sizeof(label_t))
+    free(rank); free(s2); free(l2); free(b2)
+    return 0
 
 
 cdef inline void note_hole(addr_t at, addr_t image, bint* found, addr_t* hole_at, addr_t* hole) noexcept nogil:
