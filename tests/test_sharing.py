@@ -391,3 +391,45 @@ def test_holder_sets_no_range_uses_are_forgotten():
             idx.check_invariants()
     assert idx.holders_many([0, 2048, 4096]).tolist() == [held, held, 0]
     idx.check_invariants()
+
+
+def test_renumbering_holder_sets_keeps_every_range_right():
+    """Several ranges whose holder sets were made in no particular order: each renumbering
+    (many happen here) must keep every range's holders."""
+    idx = SharingIndex(leaf_capacity=4)
+    rng = np.random.default_rng(1)
+    ranges = [(k * 0x10000, 0x1000) for k in range(12)]
+    held = [0] * len(ranges)
+    for step in range(30_000):
+        r = int(rng.integers(len(ranges)))
+        h = int(rng.integers(64))
+        start, length = ranges[r]
+        if rng.random() < 0.5:
+            idx.add(h, start, length)
+            held[r] |= 1 << h
+        else:
+            idx.remove(h, start, length)
+            held[r] &= ~(1 << h)
+        if step % 1499 == 0:
+            idx.check_invariants()
+            assert idx.holders_many([s for s, _ in ranges]).tolist() == held
+    assert idx.holder_sets <= 2 * len(idx) + 1024 + 1
+    assert idx.holders_many([s + 0x40 for s, _ in ranges]).tolist() == held
+    idx.check_invariants()
+
+
+def test_renumbering_when_old_sets_sit_at_high_addresses():
+    """Holder sets made in descending address order (the oldest set at the highest address),
+    then enough churn elsewhere to renumber them: every range keeps its holders."""
+    idx = SharingIndex()
+    for h in range(64):                                  # range k holds {63 - k}: made high to low
+        idx.add(h, (63 - h) * 0x10000, 0x1000)
+    want = [1 << (63 - k) for k in range(64)]
+    churn = 0x1000_0000
+    rng = np.random.default_rng(2)
+    for _ in range(5000):                                 # thousands of sets on another range
+        h = int(rng.integers(64))
+        (idx.add if rng.random() < 0.5 else idx.remove)(h, churn, 0x1000)
+    assert idx.holder_sets <= 2 * len(idx) + 1024 + 1
+    assert idx.holders_many([k * 0x10000 for k in range(64)]).tolist() == want
+    idx.check_invariants()

@@ -150,16 +150,19 @@ cdef class SharingIndex:
             return -1
         for i in range(self.nmasks):
             new_id[i] = -1
+        for li in range(m.v.nleaves):         # mark the ids in use
+            leaf = m.v.leaves[li]
+            for j in range(leaf.n):
+                new_id[leaf.label[j]] = 0
+        for i in range(self.nmasks):          # number them in increasing order: new_id[i] <= i,
+            if new_id[i] == 0:                # so the masks can move down in place
+                new_id[i] = k
+                self.masks[k] = self.masks[i]
+                k += 1
         for li in range(m.v.nleaves):
             leaf = m.v.leaves[li]
             for j in range(leaf.n):
-                if new_id[leaf.label[j]] < 0:
-                    new_id[leaf.label[j]] = k
-                    k += 1
                 leaf.label[j] = <label_t>new_id[leaf.label[j]]
-        for i in range(self.nmasks):          # new ids never exceed old ones: compact in place
-            if new_id[i] >= 0:
-                self.masks[new_id[i]] = self.masks[i]
         free(new_id)
         self.nmasks = k
         for i in range(self.table_size):
