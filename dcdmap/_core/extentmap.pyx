@@ -924,7 +924,9 @@ cdef class ExtentMap:
         i = li
         while i < self.v.nleaves:
             leaf = self.v.leaves[i]
-            k = last_le(leaf.last, j, leaf.n, last) + 1
+            # The run of whole extents ends where lasts pass `last`; usually it is short, so
+            # gallop from j (cache lines next to j) instead of bisecting the leaf.
+            k = j if leaf.last[j] > last else gallop_le(leaf.last, j, leaf.n, last) + 1
             for t in range(j, k):
                 gone += leaf.last[t] - leaf.start[t] + 1
             leaf_move(leaf, j, leaf, k, leaf.n - k)
