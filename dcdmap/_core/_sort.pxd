@@ -13,3 +13,8 @@ cdef bint is_sorted(const addr_t* keys, index_t n) noexcept nogil
 
 # The number of significant bits in (max key XOR min key): the bits that vary across keys.
 cdef int varying_bits(const addr_t* keys, index_t n) noexcept nogil
+
+# Batch queries: the order in which to answer them so that neighbours in the map come
+# together: NULL when they are already sorted (answer them as given), else a malloc'd
+# order by their top 22 varying bits (*failed is set when out of memory).
+cdef KeyIndex* locality_order(const addr_t* keys, index_t n, bint* failed) noexcept nogil

@@ -13,6 +13,7 @@ from dcdmap._core._types cimport addr_t, index_t
 
 
 cdef enum:
+    LOCALITY_BITS = 22   # enough that the queries of one leaf come out together
     DIGIT_BITS = 11
     RADIX = 1 << DIGIT_BITS
     MAX_PASSES = 6       # ceil(64 / 11)
@@ -84,3 +85,13 @@ cdef KeyIndex* sort_by_key(const addr_t* keys, index_t n, int lo_bit) noexcept n
     free(hist)
     free(b)
     return a
+
+
+cdef KeyIndex* locality_order(const addr_t* keys, index_t n, bint* failed) noexcept nogil:
+    cdef KeyIndex* order
+    failed[0] = False
+    if is_sorted(keys, n):
+        return NULL
+    order = sort_by_key(keys, n, max(0, varying_bits(keys, n) - LOCALITY_BITS))
+    failed[0] = order == NULL
+    return order

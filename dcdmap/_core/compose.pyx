@@ -17,7 +17,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 
 from dcdmap._core._types cimport addr_t, label_t, index_t
-from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits
+from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, locality_order
 from dcdmap._core.extentmap cimport (
     ExtentMap, MapView, Leaf, Finger, Builder, Batch, finger_find, seek, advance, view_translate,
     builder_init, builder_push, builder_discard, sort_batch, batch_free,
@@ -31,7 +31,6 @@ __all__ = ["compose", "Chain", "translate_chain"]
 
 cdef addr_t ADDR_MAX = 0xFFFFFFFFFFFFFFFF
 cdef index_t SORT_MIN = 512
-cdef int LOCALITY_BITS = 22
 
 
 cdef struct Pieces:          # a growable list of extents, in address order
@@ -399,9 +398,10 @@ cdef int chain_batch(Chain c, const addr_t* q, index_t n, addr_t* out, bint fill
     for s in range(c.nstages):
         fingers[s].li = -1
         fingers[s].j = 0
-    if n >= SORT_MIN and not is_sorted(q, n):
-        order = sort_by_key(q, n, max(0, varying_bits(q, n) - LOCALITY_BITS))
-        if order == NULL:
+    cdef bint failed = False
+    if n >= SORT_MIN:
+        order = locality_order(q, n, &failed)
+        if failed:
             free(fingers)
             return -1
     for k in range(n):

@@ -53,7 +53,7 @@ from libc.stdlib cimport malloc, free, realloc
 from libc.string cimport memmove, memcpy
 
 from dcdmap._core._types cimport addr_t, label_t, index_t, DCDMAP_DEBUG
-from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits
+from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, varying_bits, locality_order
 from dcdmap._core._search cimport last_le, gallop_le
 
 from dcdmap.errors import (
@@ -76,9 +76,6 @@ Ranges.__doc__ = """Ranges as two uint64 arrays, in address order."""
 cdef index_t SORT_MIN = 512
 # ... nor when the map has fewer extents than this (it then stays in cache: ~1 MiB).
 cdef index_t SORT_MAP_MIN = 32768
-# Bits of the query key the radix pass sorts on: enough that queries of one leaf end up
-# together, far cheaper than a full sort.
-cdef int LOCALITY_BITS = 22
 
 
 # ---------------------------------------------------------------------------------------
@@ -508,10 +505,11 @@ cdef index_t query_batch(ExtentMap m, const addr_t* q, index_t n, QueryMode mode
     cdef Leaf* leaf
     f.li = -1
     f.j = 0
+    cdef bint failed = False
     # Sorting pays only when the map is too big for the cache and the batch is not tiny.
-    if n >= SORT_MIN and m.count >= SORT_MAP_MIN and not is_sorted(q, n):
-        order = sort_by_key(q, n, max(0, varying_bits(q, n) - LOCALITY_BITS))
-        if order == NULL:
+    if n >= SORT_MIN and m.count >= SORT_MAP_MIN:
+        order = locality_order(q, n, &failed)
+        if failed:
             return -2
     for k in range(n):
         if order != NULL:
@@ -1656,6 +1654,7 @@ cdef class ExtentMap:
         cdef addr_t gone, total = 0, carry = 0     # the total can reach 2**64
         cdef KeyIndex* order = NULL
         cdef index_t i
+        cdef bint failed = False
         s_arr = as_u64_array(starts, "starts")
         l_arr = as_u64_array(lengths, "lengths")
         n = s_arr.shape[0]
@@ -1672,10 +1671,10 @@ cdef class ExtentMap:
         try:
             with nogil:
                 status = check_batch(&vs[0], &vl[0], NULL, &vlast[0], n, self.granule - 1, &bad)
-                if status == OK and n >= SORT_MIN and not is_sorted(&vs[0], n):
+                if status == OK and n >= SORT_MIN:
                     # In address order the searches stay in cache.
-                    order = sort_by_key(&vs[0], n, max(0, varying_bits(&vs[0], n) - LOCALITY_BITS))
-                    if order == NULL:
+                    order = locality_order(&vs[0], n, &failed)
+                    if failed:
                         status = NO_MEMORY
                 if status == OK:
                     for k in range(n):
