@@ -480,7 +480,13 @@ cdef bint finger_find(const MapView* v, Finger* f, addr_t addr) noexcept nogil:
             leaf = v.leaves[f.li]
             f.j = gallop_le(leaf.start, 0, leaf.n, addr)
         elif f.j < leaf.n and addr >= leaf.start[f.j]:
-            f.j = gallop_le(leaf.start, f.j, leaf.n, addr)
+            # Sorted batches mostly land in the same extent, or the hole after it, or the
+            # next extent: settle those before galloping.
+            if addr > leaf.last[f.j]:
+                if f.j + 1 < leaf.n and addr >= leaf.start[f.j + 1]:
+                    f.j = gallop_le(leaf.start, f.j + 1, leaf.n, addr)
+                else:
+                    return False
         else:
             f.j = last_le(leaf.start, 0, f.j if f.j < leaf.n else leaf.n, addr)
         return addr <= leaf.last[f.j]
