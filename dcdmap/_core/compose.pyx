@@ -17,6 +17,7 @@ from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy
 
 from dcdmap._core._types cimport addr_t, label_t, index_t
+from dcdmap._core._mem cimport grow
 from dcdmap._core._sort cimport KeyIndex, sort_by_key, is_sorted, locality_order
 from dcdmap._core.extentmap cimport (
     ExtentMap, MapView, Leaf, Finger, Builder, Batch, finger_find, seek, advance, view_translate,
@@ -44,25 +45,13 @@ cdef struct Pieces:          # a growable list of extents, in address order
 
 cdef int pieces_push(Pieces* p, addr_t start, addr_t last, addr_t target, label_t label) noexcept nogil:
     cdef index_t alloc
-    cdef void* q
     if p.n == p.alloc:
         alloc = p.alloc * 2 if p.alloc else 1024
-        q = realloc(p.starts, alloc * sizeof(addr_t))
-        if q == NULL:
+        if (grow(<void**>&p.starts, alloc * sizeof(addr_t)) < 0
+                or grow(<void**>&p.lasts, alloc * sizeof(addr_t)) < 0
+                or grow(<void**>&p.targets, alloc * sizeof(addr_t)) < 0
+                or grow(<void**>&p.labels, alloc * sizeof(label_t)) < 0):
             return -1
-        p.starts = <addr_t*>q
-        q = realloc(p.lasts, alloc * sizeof(addr_t))
-        if q == NULL:
-            return -1
-        p.lasts = <addr_t*>q
-        q = realloc(p.targets, alloc * sizeof(addr_t))
-        if q == NULL:
-            return -1
-        p.targets = <addr_t*>q
-        q = realloc(p.labels, alloc * sizeof(label_t))
-        if q == NULL:
-            return -1
-        p.labels = <label_t*>q
         p.alloc = alloc
     p.starts[p.n] = start
     p.lasts[p.n] = last

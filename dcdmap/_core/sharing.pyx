@@ -24,6 +24,7 @@ from libc.stdint cimport uint64_t, int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 
 from dcdmap._core._types cimport addr_t, label_t, index_t
+from dcdmap._core._mem cimport grow
 from dcdmap._core.extentmap cimport (
     ExtentMap, Leaf, Finger, seek, advance, to_u64, query_batch, Q_LABEL,
 )
@@ -180,22 +181,12 @@ cdef class SharingIndex:
 
     cdef int reserve(self, index_t n) noexcept nogil:
         """Room for n pieces in the scratch buffers."""
-        cdef addr_t* a
-        cdef addr_t* b
-        cdef uint64_t* c
         if n <= self.buf_alloc:
             return 0
         n = max(n, 2 * self.buf_alloc, 64)
-        a = <addr_t*>realloc(self.buf_start, n * sizeof(addr_t))
-        if a != NULL:
-            self.buf_start = a
-        b = <addr_t*>realloc(self.buf_last, n * sizeof(addr_t))
-        if b != NULL:
-            self.buf_last = b
-        c = <uint64_t*>realloc(self.buf_mask, n * sizeof(uint64_t))
-        if c != NULL:
-            self.buf_mask = c
-        if a == NULL or b == NULL or c == NULL:
+        if (grow(<void**>&self.buf_start, n * sizeof(addr_t)) < 0
+                or grow(<void**>&self.buf_last, n * sizeof(addr_t)) < 0
+                or grow(<void**>&self.buf_mask, n * sizeof(uint64_t)) < 0):
             return -1
         self.buf_alloc = n
         return 0
