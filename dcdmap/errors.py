@@ -30,6 +30,11 @@ __all__ = [
     "InterleaveError",
     "RecordError",
     "RecordTruncatedError",
+    "ConfigurationError",
+    "ProtocolError",
+    "RequestError",
+    "MailboxError",
+    "HostError",
 ]
 
 
@@ -107,3 +112,36 @@ class RecordTruncatedError(RecordError):
         super().__init__(message, field, offset)
         self.needed = needed
         self.got = got
+
+
+class ConfigurationError(DcdmapError, ValueError):
+    """A device or host configuration breaks a rule (DC region layout, sizes, parameters)."""
+
+
+class ProtocolError(DcdmapError, ValueError):
+    """A step of the DC protocol is refused; the subclasses say who refused it and how."""
+
+
+class RequestError(ProtocolError):
+    """The device refuses an add or release request from the fabric manager (QMP or FM API).
+
+    The message is the text QEMU gives for the same check (reference §5.2) where QEMU has
+    one.
+    """
+
+
+class MailboxError(ProtocolError):
+    """A mailbox command failed; ``code`` is the CXL return code (a ``ReturnCode``)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+class HostError(ProtocolError):
+    """The host refuses an operation the way Linux does; ``errno`` is the errno value it
+    returns (``errno.ENOENT``, ``errno.EBUSY``, ...)."""
+
+    def __init__(self, message: str, errno: int):
+        super().__init__(message)
+        self.errno = errno

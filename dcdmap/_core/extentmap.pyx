@@ -1436,6 +1436,33 @@ cdef class ExtentMap:
             raise MemoryError()
         return result
 
+    def labels_many(self, addrs):
+        """For each address, the label of the extent holding it, or -1.  Returns a new int64
+        array.
+
+        >>> m = ExtentMap(); m.insert(0, 0x40, label=7)
+        >>> m.labels_many([0, 0x40]).tolist()
+        [7, -1]
+        """
+        cdef const addr_t[::1] q
+        cdef int64_t[::1] out
+        cdef index_t n, bad
+        arr = as_u64_array(addrs, "addrs")
+        n = arr.shape[0]
+        result = np.empty(n, dtype=np.int64)
+        out = result
+        q = arr
+        self.begin_read()
+        try:
+            with nogil:
+                bad = query_batch(self, &q[0] if n else NULL, n, Q_LABEL, NULL,
+                                  &out[0] if n else NULL, NULL, False, 0)
+        finally:
+            self.readers -= 1
+        if bad == -2:
+            raise MemoryError()
+        return result
+
     def contains_many(self, addrs):
         """For each address, whether it is mapped.  Returns a new bool array."""
         cdef const addr_t[::1] q

@@ -390,6 +390,21 @@ cdef class SharingIndex:
             raise MemoryError()
         return result
 
+    def gaps(self, lo=0, hi=1 << 64):
+        """The ranges inside ``[lo, hi)`` that no host holds, as Ranges(starts, lengths).
+
+        >>> idx = SharingIndex(); idx.add(1, 0x40, 0x40)
+        >>> [r.tolist() for r in idx.gaps(0, 0x100)]
+        [[0, 128], [64, 128]]
+        """
+        return self.m.gaps(lo, hi)
+
+    def classify_many(self, starts, lengths):
+        """For each range, whether any host holds it: ``ExtentMap.FREE`` (nobody holds a byte),
+        ``WITHIN`` (one holder set over the whole range), ``COVERED`` (every byte held, by
+        changing sets) or ``PARTIAL``.  See ExtentMap.classify_many."""
+        return self.m.classify_many(starts, lengths)
+
     def held_by(self, host):
         """The ranges ``host`` holds, merged, as Ranges(starts, lengths)."""
         cdef uint64_t bit = self.host_bit(host)
