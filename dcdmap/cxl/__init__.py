@@ -10,5 +10,7 @@ re-exported here::
 """
 from . import records
 from .records import *  # noqa: F401,F403  (the records API is part of dcdmap.cxl)
+from .regions import Region, check_regions
+from .device import Capacity, Device, Offer
 
-__all__ = ["records", *records.__all__]
+__all__ = ["records", *records.__all__, "Region", "check_regions", "Device", "Offer", "Capacity"]

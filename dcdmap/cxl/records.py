@@ -56,7 +56,7 @@ from ..units import MiB
 __all__ = [
     # constants and enumerations
     "CAPACITY_MULTIPLIER", "MAX_REGIONS", "NULL_UUID", "DC_EVENT_LOG_UUID",
-    "Opcode", "DcEventType", "SelectionPolicy", "RemovalPolicy",
+    "Opcode", "ReturnCode", "DcEventType", "SelectionPolicy", "RemovalPolicy",
     # dtypes
     "EXTENT_DTYPE", "DC_EVENT_DTYPE", "REGION_DTYPE", "UPDATED_EXTENT_DTYPE",
     "GET_DC_CONFIG_IN_DTYPE", "GET_DC_CONFIG_OUT_HEADER_DTYPE", "GET_DC_CONFIG_OUT_COUNTS_DTYPE",
@@ -117,6 +117,23 @@ class Opcode(enum.IntEnum):
     FM_GET_DC_REGION_EXTENT_LISTS = 0x5603
     FM_INITIATE_DC_ADD = 0x5604
     FM_INITIATE_DC_RELEASE = 0x5605
+
+
+class ReturnCode(enum.IntEnum):
+    """Mailbox return codes used by the DC commands (QEMU ``CXLRetCode``).
+
+    >>> ReturnCode(0x1e).name
+    'INVALID_EXTENT_LIST'
+    """
+
+    SUCCESS = 0x00
+    INVALID_INPUT = 0x02
+    UNSUPPORTED = 0x03
+    INTERNAL_ERROR = 0x04
+    INVALID_PA = 0x0F
+    INVALID_PAYLOAD_LENGTH = 0x16
+    RESOURCES_EXHAUSTED = 0x1D
+    INVALID_EXTENT_LIST = 0x1E
 
 
 class DcEventType(enum.IntEnum):
