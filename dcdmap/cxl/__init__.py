@@ -12,5 +12,7 @@ from . import records
 from .records import *  # noqa: F401,F403  (the records API is part of dcdmap.cxl)
 from .regions import Region, check_regions
 from .device import Capacity, Device, Offer
+from .host import DaxDevice, Host, TagGroup
 
-__all__ = ["records", *records.__all__, "Region", "check_regions", "Device", "Offer", "Capacity"]
+__all__ = ["records", *records.__all__, "Region", "check_regions", "Device", "Offer", "Capacity",
+           "Host", "TagGroup", "DaxDevice"]
