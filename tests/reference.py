@@ -312,6 +312,28 @@ class RefMap:
         qs = as_int_list(addrs, "addrs")
         return np.array([self._find(a) is not None for a in qs], dtype=bool)
 
+    def labels_many(self, addrs):
+        qs = as_int_list(addrs, "addrs")
+        return np.array([e[3] if e is not None else -1 for e in map(self._find, qs)], dtype=np.int64)
+
+    def classify_many(self, starts, lengths):
+        """0 free, 1 within one extent, 2 covered by several, 3 partial: byte by byte."""
+        starts = as_int_list(starts, "starts")
+        lengths = as_int_list(lengths, "lengths")
+        if len(lengths) != len(starts):
+            raise ArrayShapeError("lengths and starts differ in length")
+        out = []
+        for s, last in self._check_batch(starts, lengths, None):
+            pieces = [e for e in self.ext if e[0] <= last and e[1] >= s]
+            mapped = sum(min(e[1], last) - max(e[0], s) + 1 for e in pieces)
+            if not pieces:
+                out.append(0)
+            elif len(pieces) == 1 and pieces[0][0] <= s and pieces[0][1] >= last:
+                out.append(1)
+            else:
+                out.append(2 if mapped == last - s + 1 else 3)
+        return np.array(out, dtype=np.uint8)
+
     def _check_batch(self, starts, lengths, targets):
         """Each range on its own, in the caller's order; return (start, last) pairs."""
         ranges = []

@@ -1211,3 +1211,35 @@ def test_pickle_keeps_the_leaf_capacity():
     back = pickle.loads(pickle.dumps(m))
     assert back == m and back.leaf_capacity == 5
     back.check_invariants()
+
+
+# ----------------------------------------------------------------------------- classify_many, labels_many
+
+def test_classify_many_kinds_and_top_of_space():
+    m = ExtentMap()
+    m.insert(0, 0x100, label=1)
+    m.insert(0x100, 0x100, label=2)
+    m.insert(2**64 - 0x80, 0x80, label=3)
+    got = m.classify_many([0x40, 0x80, 0x200, 0x1c0, 0, 2**64 - 0x80, 2**64 - 0x100, 2**64 - 0x40],
+                          [0x40, 0x100, 0x40, 0x80, 0x200, 0x80, 0x100, 0x40])
+    assert got.dtype == np.uint8
+    assert got.tolist() == [m.WITHIN, m.COVERED, m.FREE, m.PARTIAL, m.COVERED, m.WITHIN, m.PARTIAL, m.WITHIN]
+    assert (m.FREE, m.WITHIN, m.COVERED, m.PARTIAL) == (0, 1, 2, 3)
+    assert m.labels_many([0, 0x100, 0x200, 2**64 - 1]).tolist() == [1, 2, -1, 3]
+    assert ExtentMap().classify_many([], []).tolist() == []
+
+
+@pytest.mark.parametrize("starts, lengths, err", [
+    ([0], [0], InvalidRangeError),
+    ([32], [64], AlignmentError),
+    ([0], [96], AlignmentError),
+    ([2**64 - 64], [128], InvalidRangeError),
+    ([0, 64], [64], ArrayShapeError),
+    ([-64], [64], InvalidRangeError),
+])
+def test_classify_many_refuses_bad_ranges(starts, lengths, err):
+    m = populated()
+    before = m.to_bytes()
+    with pytest.raises(err):
+        m.classify_many(starts, lengths)
+    assert m.to_bytes() == before

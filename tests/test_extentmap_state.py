@@ -253,6 +253,20 @@ class ExtentMapMachine(RuleBasedStateMachine):
                 assert e.start <= i < e.start + e.length
         got, exp = both(self.m, self.ref, "contains_many", q)
         assert_same_array(got, exp, np.bool_)
+        got, exp = both(self.m, self.ref, "labels_many", q)
+        assert_same_array(got, exp, np.int64)
+
+    @rule(seed=st.integers(0, 2**32 - 1), size=st.sampled_from([0, 1, 5, 40]), order=ORDERS,
+          span=st.sampled_from([1, 2, 5, 40]))
+    def classify_many(self, seed, size, order, span):
+        """Ranges starting at query addresses, a few granules long (some past the top)."""
+        q = self.queries(seed, size, False, order)
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(1, span + 1, len(q)).astype(np.uint64) * np.uint64(self.m.granule)
+        starts = q - q % np.uint64(self.m.granule)
+        got, exp = both(self.m, self.ref, "classify_many", starts, lengths)
+        if exp is not None:
+            assert_same_array(got, exp, np.uint8)
 
     # ------------------------------------------------------------------ batch mutations
 

@@ -433,3 +433,35 @@ def test_renumbering_when_old_sets_sit_at_high_addresses():
     assert idx.holder_sets <= 2 * len(idx) + 1024 + 1
     assert idx.holders_many([k * 0x10000 for k in range(64)]).tolist() == want
     idx.check_invariants()
+
+
+def test_gaps_and_classify_many_follow_the_holders():
+    rng = np.random.default_rng(11)
+    idx = SharingIndex(64)
+    held = np.zeros(256, bool)                       # 256 granules, held by anyone?
+    for _ in range(60):
+        h, s, n = int(rng.integers(0, 4)), int(rng.integers(0, 250)), int(rng.integers(1, 6))
+        n = min(n, 256 - s)
+        if rng.random() < 0.7:
+            idx.add(h, s * 64, n * 64)
+        else:
+            idx.remove(h, s * 64, n * 64)
+        held[:] = False
+        starts, lengths, _ = idx.to_arrays()
+        for a, b in zip(starts.tolist(), lengths.tolist()):
+            held[a // 64:(a + b) // 64] = True
+        gs, gl = idx.gaps(0, 256 * 64)
+        free = np.zeros(256, bool)
+        for a, b in zip(gs.tolist(), gl.tolist()):
+            free[a // 64:(a + b) // 64] = True
+        assert (free == ~held).all()
+    q = np.arange(0, 250, 7, dtype=np.uint64) * np.uint64(64)
+    kinds = idx.classify_many(q, np.full(len(q), 6 * 64, np.uint64))
+    for a, k in zip((q // np.uint64(64)).tolist(), kinds.tolist()):
+        part = held[a:a + 6]
+        if not part.any():
+            assert k == 0
+        elif not part.all():
+            assert k == 3
+        else:
+            assert k in (1, 2)
