@@ -204,11 +204,9 @@ class Host:
     def poll(self, now: Optional[int] = None, limit: Optional[int] = None) -> None:
         """Read up to ``limit`` event records from the device and handle them, at tick ``now``
         (default: the last tick seen), then apply the add timeout."""
-        if now is not None:
-            self.now = max(self.now, now)
+        self.tick(now)                     # a chain past its deadline is gone before more arrive
         for ev in self.device.take_events(self.head, limit):
             self.handle_event(ev)
-        self.tick()
 
     def tick(self, now: Optional[int] = None) -> None:
         """Advance to ``now`` and drop a chain that has waited ``add_timeout`` ticks (§3.7)."""
@@ -277,14 +275,23 @@ class Host:
         # 2. Stable sort by sequence number inside each group (lexsort is stable).
         order = np.lexsort((chain["shared_seq"], key))
         cuts = np.flatnonzero(np.diff(key[order])) + 1
+        online = []
         for idx in np.split(order, cuts) if n else []:
-            ok = self._add_group(chain, idx, recovered)
+            ok, group = self._add_group(chain, idx, recovered)
             accepted[idx[ok]] = True
-        if not recovered:
-            self._respond(chain["start"][accepted], chain["length"][accepted])
+            if group is not None:
+                online.append(group)
+        if not recovered and not self._respond(chain["start"][accepted], chain["length"][accepted]):
+            # The device holds none of it: nothing of the chain may stay online.
+            for group in online:
+                self._forget(group)
+                self._note("group_offline", rule="§4.1 7 the device refused the Add-Response",
+                           tag=str(group.tag), group=group.id)
 
-    def _add_group(self, chain: np.ndarray, idx: np.ndarray, recovered: bool) -> np.ndarray:
-        """Gates and onlining of one tag group; returns which of its extents were accepted."""
+    def _add_group(self, chain: np.ndarray, idx: np.ndarray,
+                   recovered: bool) -> Tuple[np.ndarray, Optional[TagGroup]]:
+        """Gates and onlining of one tag group: which of its extents were accepted, and the
+        group brought online (None if none was)."""
         g = chain[idx]
         tag = _tag_of(g["tag"][0])
         starts, lengths, seqs = g["start"], g["length"], g["shared_seq"].astype(np.int64)
@@ -295,22 +302,22 @@ class Host:
             shareable = bool(seqs[0] != 0)            # K10: seq 1..n means shared, 0 not shared
         # 4. Group gates: any failure drops the whole group.
         if tag != NULL_UUID and tag in self._by_tag:
-            return self._refuse_group(tag, g, "§4.1 4a tag already live", E.EEXIST)
+            return self._refuse_group(tag, g, "§4.1 4a tag already live", E.EEXIST), None
         if shareable:
             want = np.arange(1, len(g) + 1) if self.version == "v10" else np.arange(len(g))
             if not np.array_equal(seqs, want):
-                return self._refuse_group(tag, g, "§4.1 4b sequence numbers are not 0..n-1", E.EINVAL)
+                return self._refuse_group(tag, g, "§4.1 4b sequence numbers are not 0..n-1", E.EINVAL), None
         if tag != NULL_UUID and (part != part[0]).any():
-            return self._refuse_group(tag, g, "§4.1 4c extents in more than one partition", E.EINVAL)
+            return self._refuse_group(tag, g, "§4.1 4c extents in more than one partition", E.EINVAL), None
         a = np.uint64(self.alignment)
         if ((starts % a) != 0).any() or ((lengths % a) != 0).any():
             return self._refuse_group(tag, g, f"§4.1 4d start or length not aligned to {self.alignment:#x}",
-                                      E.EINVAL)
+                                      E.EINVAL), None
         # 5. Per-extent gates: a failure drops that extent only; a duplicate is skipped.
         ok, duplicate = self._extent_gates(g, tag, part, shareable)
         new = ok & ~duplicate
         if not new.any():
-            return new
+            return new, None
         # 6. Host sequence numbers: the device's when shareable, else arrival order.
         host_seq = seqs - (1 if self.version == "v10" and shareable else 0) if shareable \
             else np.arange(len(g), dtype=np.int64)
@@ -335,7 +342,7 @@ class Host:
             self._by_tag[tag] = group
         self._note("group_online", tag=str(tag), group=group.id, extents=len(keep), size=group.size,
                    recovered=recovered, claimable=view is not None)
-        return new
+        return new, group
 
     def _refuse_group(self, tag: uuid.UUID, g: np.ndarray, rule: str, err: int) -> np.ndarray:
         self._note("group_refused", tag=str(tag), rule=rule, errno=E.errorcode[err],
@@ -396,13 +403,17 @@ class Host:
         lo, _ = self.decoder  # type: ignore[misc]
         return dpa - np.uint64(lo) + np.uint64(self.hpa_base)
 
-    def _respond(self, starts: np.ndarray, lengths: np.ndarray) -> None:
-        """One Add-Response (split over payloads with More when long), in offer order."""
+    def _respond(self, starts: np.ndarray, lengths: np.ndarray) -> bool:
+        """One Add-Response (split over payloads with More when long), in offer order; True
+        when the device took it."""
         arr = np.zeros(len(starts), R.UPDATED_EXTENT_DTYPE)
         arr["start"], arr["length"] = starts, lengths
         for payload in R.split_updated_extent_list(arr, self.payload_size):
             code, _ = self.device.mailbox(self.head, R.Opcode.ADD_DC_RESPONSE, payload)
-            self._note("add_response", extents=len(starts), status=ReturnCode(code).name)
+            self._note("add_response", extents=(len(payload) - 8) // 24, status=ReturnCode(code).name)
+            if code != ReturnCode.SUCCESS:
+                return False
+        return True
 
     # ------------------------------------------------------------------ release (§4.4)
 
@@ -431,13 +442,17 @@ class Host:
 
     def _drop_group(self, group: TagGroup, why: str) -> None:
         """Unregister every member and send one Release DC per extent."""
+        self._forget(group)
+        ext = group.extents
+        self._note("group_released", why=why, tag=str(group.tag), group=group.id, extents=len(ext))
+        self._send_release(ext["start"], ext["length"])
+
+    def _forget(self, group: TagGroup) -> None:
         ext = group.extents
         self._extents.remove_many(ext["start"], ext["length"])
         del self._groups[group.id]
         if self._by_tag.get(group.tag) is group:
             del self._by_tag[group.tag]
-        self._note("group_released", why=why, tag=str(group.tag), group=group.id, extents=len(ext))
-        self._send_release(ext["start"], ext["length"])
 
     def _send_release(self, starts: np.ndarray, lengths: np.ndarray) -> None:
         for s, n in zip(starts.tolist(), lengths.tolist()):
@@ -455,7 +470,11 @@ class Host:
             raise HostError("the region already exists", E.EEXIST)
         p = self.partitions[0]
         self.decoder = (p.base, self._decoder_length or p.length)
-        chain = self._scan()
+        try:
+            chain = self._scan()
+        except HostError:
+            self.decoder = None                 # a failed create leaves no region behind
+            raise
         self._note("region_created", decoder=list(self.decoder), recovered=len(chain))
         if len(chain):
             self._add_chain(chain, recovered=True)
