@@ -304,7 +304,6 @@ def test_3_4_add_response_split_over_payloads_on_the_wire():
     assert list(zip(joined.extents["start"].tolist(), joined.extents["length"].tolist())) == offered
 
 
-@pytest.mark.xfail(reason="device joins More-chained Add-Responses: pending")
 def test_3_4_split_add_response_is_accepted_whole_by_the_device():
     """§3.4: the device must take a More-chained Add-Response as one response."""
     dev = device()

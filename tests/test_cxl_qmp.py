@@ -897,10 +897,8 @@ def test_parse_region_spec():
         parse_region_spec("0:1G:2M:shareable:extra")
 
 
-# ============================================================================ known device.py discrepancies
+# ============================================================================ wrapped offsets, refused draws
 
-@pytest.mark.xfail(strict=False, reason="device.py _check_request ranks 'start below the region' (rule 0) before "
-                   "len == 0 and alignment; QEMU reaches 'beyond the region end' only after those two")
 @pytest.mark.parametrize("offset, length, desc", [
     ((1 << 64) - 128 * M, 0, "extent with 0 length is not allowed"),
     ((1 << 64) - 128 * M + 4096, 2 * M, "dpa or len is not aligned to region block size"),
@@ -911,9 +909,6 @@ def test_offset_wrapping_below_the_base_keeps_qemu_order(qmp, dev, offset, lengt
     refused(qmp, dev, {"execute": ADD_COMMAND, "arguments": add_args(extents=ext((offset, length)))}, desc)
 
 
-@pytest.mark.xfail(strict=False, reason="device.py: a refused enable-shared-access request has already drawn "
-                   "from the device's random generator (_resplit), so later seeded choices differ from a "
-                   "device that never saw it; 'a failed operation changes nothing' does not hold")
 def test_round_trip_without_refused_requests_after_a_refused_shared_add():
     def session(dev, refuse):
         dev.add_capacity(0, 1, [(BASE1, 8 * M), (BASE1 + 64 * M, 8 * M), (BASE1 + 128 * M, 8 * M)], tag=TAG)

@@ -45,7 +45,7 @@ from . import records as R
 from .records import (
     DC_EVENT_DTYPE, EXTENT_DTYPE, NULL_UUID, DcEventType, RemovalPolicy, ReturnCode, SelectionPolicy,
 )
-from .regions import Region, check_regions
+from .regions import Region, assign_handles, check_regions
 
 __all__ = ["Device", "Offer", "Capacity", "MAX_EXTENTS", "MAILBOX_PAYLOAD_SIZE", "ExtentsLike"]
 
@@ -93,7 +93,7 @@ class _Head:
     """One head's state (see the module docstring)."""
 
     __slots__ = ("accepted", "pending", "offers", "events", "queued", "overflow", "generation",
-                 "sanitize")
+                 "sanitize", "response")
 
     def __init__(self) -> None:
         self.accepted = ExtentMap(_GRANULE)
@@ -104,6 +104,7 @@ class _Head:
         self.overflow = 0
         self.generation = 0
         self.sanitize = ExtentMap(_GRANULE)   # ranges a release asked to sanitize
+        self.response: List[Tuple[np.ndarray, np.ndarray]] = []   # Add-Response payloads with More
 
     def tracked(self) -> int:
         return len(self.accepted) + len(self.pending)
@@ -134,6 +135,9 @@ def _pairs(extents: Any, what: str = "extents") -> Tuple[np.ndarray, np.ndarray]
             return np.zeros(0, np.uint64), np.zeros(0, np.uint64)
         if a.ndim != 2 or a.shape[1] != 2:
             raise ValueError
+        if a.dtype == object and not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                         for v in a.ravel().tolist()):
+            raise TypeError
         pairs = [(int(s), int(n)) for s, n in a.tolist()] if a.dtype == object else None
     except (TypeError, ValueError):
         raise InputTypeError(f"{what} must be (start, length) pairs") from None
@@ -257,6 +261,7 @@ class Device:
                  require_offer_order: bool = True) -> None:
         regions = tuple(regions)
         check_regions(regions)
+        regions = assign_handles(regions)
         if not isinstance(heads, int) or not 1 <= heads <= 64:
             raise ConfigurationError(f"heads must be 1..64, not {heads!r}")
         if not isinstance(max_extents, int) or max_extents < 0 or max_extents >= 1 << 32:
@@ -277,7 +282,9 @@ class Device:
         self._records = _Records()
         self._next_offer = 0
         self._bases = np.array([r.base for r in regions], np.uint64)
-        self._ends = np.array([r.end for r in regions], dtype=object)  # may be 2**64
+        self._lasts = np.array([r.end - 1 for r in regions], np.uint64)
+        self._blocks = np.array([r.block_size for r in regions], np.uint64)
+        self._sanitize_flag = np.array([r.sanitize_on_release for r in regions], bool)
         self.sanitized_bytes = 0
         self.log: List[Dict[str, Any]] = []
         self._record({"op": "device", "version": _LOG_VERSION, "config": self.config()})
@@ -346,23 +353,33 @@ class Device:
             head.events.append(ev)
             head.queued += len(ev)
 
-    def _check_request(self, reg: Region, starts: np.ndarray, lengths: np.ndarray) -> None:
-        """QEMU's per-extent checks of a QMP add/release request, in its order (§5.2)."""
+    def _check_request(self, reg: Region, starts: np.ndarray, lengths: np.ndarray,
+                       state_checks: Sequence[Tuple[Any, str]] = ()) -> None:
+        """QEMU's per-extent checks of a QMP add/release request, in its order (§5.2): every
+        check of extent 0, then of extent 1, and so on.  ``state_checks`` are (function of
+        (starts, lengths) -> bad mask, text) checks against the device state, run on an
+        extent after its shape checks (QEMU's accepted / pending checks)."""
         bs = reg.block_size
         offs = starts - np.uint64(reg.base) if len(starts) else starts
+        # offs wraps below the base exactly as QEMU's u64 offset would (DPA = base + offset).
         bad = [
-            (starts < np.uint64(reg.base)) | (starts >= np.uint64(reg.base) + np.uint64(reg.length))
-            if reg.end < 1 << 64 else starts < np.uint64(reg.base),
             lengths == 0,
             (offs % np.uint64(bs) != 0) | (lengths % np.uint64(bs) != 0),
             lengths > np.uint64(reg.length) - np.minimum(offs, np.uint64(reg.length)),
         ]
-        texts = ["extent range is beyond the region end", "extent with 0 length is not allowed",
-                 "dpa or len is not aligned to region block size", "extent range is beyond the region end"]
+        texts = ["extent with 0 length is not allowed", "dpa or len is not aligned to region block size",
+                 "extent range is beyond the region end"]
+        shaped = ~(bad[0] | bad[1] | bad[2])
         first = [int(np.argmax(b)) if b.any() else len(starts) for b in bad]
         dup = first_overlap(starts, lengths)
         first.append(len(starts) if dup is None else dup)
         texts.append("duplicate or overlapped extents are detected")
+        for check, text in state_checks:
+            mask = np.zeros(len(starts), bool)
+            if shaped.any():
+                mask[shaped] = check(starts[shaped], lengths[shaped])
+            first.append(int(np.argmax(mask)) if mask.any() else len(starts))
+            texts.append(text)
         i = min(range(len(first)), key=lambda k: (first[k], k))
         if first[i] < len(starts):
             raise RequestError(texts[i])
@@ -385,10 +402,12 @@ class Device:
         RequestError (QEMU's text where QEMU has the check) and changes nothing.
         """
         entry = {"op": "add_capacity", "head": _plain(head), "region": _plain(region),
-                 "policy": _plain(policy), "tag": str(tag), "request": _ext_list(extents), "length": length}
+                 "policy": _plain(policy), "tag": str(tag), "request": _ext_list(extents), "length": _plain(length)}
+        rng = self._rng.getstate()
         try:
             offer = self._add_capacity(head, region, extents, policy, length, tag)
         except RequestError as e:
+            self._rng.setstate(rng)                  # a refused request draws nothing
             self._record({**entry, "error": str(e)})
             raise
         self._record({**entry, "policy": offer.policy.name, "tag": str(offer.tag), "offer": offer.id,
@@ -402,13 +421,21 @@ class Device:
         t = _tag(tag)
         if pol == SelectionPolicy.PRESCRIPTIVE:
             starts, lengths = _pairs(extents)
-            self._check_request(reg, starts, lengths)
+            self._check_request(reg, starts, lengths, [
+                (lambda s, n: h.accepted.classify_many(s, n) != ExtentMap.FREE,
+                 "cannot add DPA already accessible to the same LD"),
+                (lambda s, n: h.pending.classify_many(s, n) != ExtentMap.FREE,
+                 "cannot add DPA again while still pending")])
             seqs = np.arange(len(starts), dtype=np.uint16) if reg.shareable else np.zeros(len(starts), np.uint16)
         elif pol == SelectionPolicy.ENABLE_SHARED_ACCESS:
             starts, lengths, seqs = self._shared_layout(int(head), int(region), reg, t)
         else:
-            if length is None or not isinstance(length, int) or length <= 0:
+            if length is None or isinstance(length, bool) or not isinstance(length, (int, np.integer)) \
+                    or length <= 0:
                 raise RequestError(f"{pol.name.lower()} selection needs a positive length")
+            length = int(length)
+            if length > reg.length:
+                raise RequestError(f"not enough free capacity in the region for {length:#x} bytes")
             if length % reg.block_size:
                 raise RequestError("dpa or len is not aligned to region block size")
             starts, lengths = self._choose_free(reg, length, contiguous=pol == SelectionPolicy.CONTIGUOUS)
@@ -465,6 +492,7 @@ class Device:
             raise RequestError("region is not shareable")
         tid = self._records.tag_ids.get(t)
         src = None
+        most = 0          # the head holding the most bytes of the tag (the lowest on a tie)
         for other in range(self.nheads):
             if other == h or tid is None:
                 continue
@@ -472,9 +500,9 @@ class Device:
             mine = self._records.tag[lab.astype(np.intp)] == tid
             inside = (s >= np.uint64(reg.base)) & (s < np.uint64(reg.base) + np.uint64(reg.length))
             mine &= inside
-            if mine.any():
+            if mine.any() and int(n[mine].sum()) > most:
                 src = s[mine], n[mine], self._records.seq[lab[mine].astype(np.intp)]
-                break
+                most = int(n[mine].sum())
         if src is None:
             raise RequestError("no capacity with this tag to share")
         s, n, q = src
@@ -539,14 +567,12 @@ class Device:
         t = _tag(tag)
         if pol == RemovalPolicy.PRESCRIPTIVE:
             starts, lengths = _pairs(extents)
-            self._check_request(reg, starts, lengths)
-            if len(starts) and (h.pending.classify_many(starts, lengths) != ExtentMap.FREE).any():
-                raise RequestError("cannot release extent with pending DPA range")
-            kinds = h.accepted.classify_many(starts, lengths)
-            if ((kinds != ExtentMap.WITHIN) & (kinds != ExtentMap.COVERED)).any():
-                raise RequestError("cannot release extent with non-existing DPA range")
-            labels = h.accepted.labels_many(starts).astype(np.uint32) if len(starts) else np.zeros(0, np.uint32)
-            ext = self._records.extents(starts, lengths, labels)
+            self._check_request(reg, starts, lengths, [
+                (lambda s, n: h.pending.classify_many(s, n) != ExtentMap.FREE,
+                 "cannot release extent with pending DPA range"),
+                (lambda s, n: ~np.isin(h.accepted.classify_many(s, n), [ExtentMap.WITHIN, ExtentMap.COVERED]),
+                 "cannot release extent with non-existing DPA range")])
+            ext = self._records.extents(*_pieces(h.accepted, starts, lengths))
         else:
             if t == NULL_UUID:
                 raise RequestError("tag-based removal needs a tag")
@@ -577,14 +603,12 @@ class Device:
         head = self._heads[h]
         head.accepted.remove_many(starts, lengths)
         self._holders.remove_many(np.full(len(starts), h, np.uint64), starts, lengths)
-        marked = head.sanitize.classify_many(starts, lengths) != ExtentMap.FREE
-        head.sanitize.remove_many(starts, lengths)
-        regions = np.searchsorted(self._bases, starts, side="right") - 1
-        flag = np.array([self.regions[r].sanitize_on_release for r in range(len(self.regions))])
-        wipe = marked | flag[regions] | sanitize
-        if wipe.any():
-            kinds = self._holders.classify_many(starts[wipe], lengths[wipe])
-            self.sanitized_bytes += int(lengths[wipe][kinds == ExtentMap.FREE].sum())
+        wipe = self._sanitize_flag[np.searchsorted(self._bases, starts, side="right") - 1] | sanitize
+        if len(head.sanitize):
+            wipe |= head.sanitize.classify_many(starts, lengths) != ExtentMap.FREE
+            head.sanitize.remove_many(starts, lengths)
+        for s, n in zip(starts[wipe].tolist(), lengths[wipe].tolist()):   # the bytes now free
+            self.sanitized_bytes += int(self._holders.gaps(s, s + n).lengths.sum())
         head.generation += 1
 
     # ------------------------------------------------------------------ host side: mailbox
@@ -595,16 +619,14 @@ class Device:
         (INVALID_EXTENT_LIST) fails the command."""
         n = len(starts)
         r = np.searchsorted(self._bases, starts, side="right") - 1
-        ok_r = r >= 0
-        rr = np.where(ok_r, r, 0)
-        ends = np.array([self.regions[k].end for k in range(len(self.regions))], dtype=object)[rr]
-        lens_obj = lengths.astype(object)
-        inside = ok_r & (lengths > 0) & (starts.astype(object) + lens_obj <= ends).astype(bool)
-        bs = np.array([self.regions[k].block_size for k in range(len(self.regions))], np.uint64)[rr]
-        base = np.uint64(self.regions[0].base)
-        aligned = ((starts - base) % bs == 0) & (lengths % bs == 0)
-        first_pa = int(np.argmax(~inside)) if (~inside).any() else n
-        first_al = int(np.argmax(~aligned)) if (~aligned).any() else n
+        rr = np.maximum(r, 0)
+        last = self._lasts[rr]                        # the region's last byte (u64, no overflow)
+        inside = (r >= 0) & (lengths > 0) & (starts <= last)
+        inside &= lengths - np.uint64(1) <= last - np.where(inside, starts, last)
+        bs = self._blocks[rr]
+        aligned = ((starts - self._bases[0]) % bs == 0) & (lengths % bs == 0)
+        first_pa = int(np.argmin(inside)) if not inside.all() else n
+        first_al = int(np.argmin(aligned)) if not aligned.all() else n
         dup = first_overlap(starts, lengths)
         first_ov = n if dup is None else dup
         i = min(first_pa, first_al, first_ov)
@@ -618,10 +640,12 @@ class Device:
         raise MailboxError(f"extent {i} at {int(starts[i]):#x} overlaps an earlier extent of the list",
                            ReturnCode.INVALID_EXTENT_LIST)
 
-    def add_response(self, head: int, extents: ExtentsLike = ()) -> None:
+    def add_response(self, head: int, extents: ExtentsLike = (), *, more: bool = False) -> None:
         """Add DC Response (4802h): the head accepts ``extents`` of its oldest pending offer (§5.3).
 
-        An empty list rejects the whole offer.  Each accepted range must lie inside one extent
+        ``more=True`` says further payloads of the same response follow (the More flag): the
+        device keeps the extents and answers the joined list when the last payload (More
+        clear) arrives.  An empty list rejects the whole offer.  Each accepted range must lie inside one extent
         of the oldest offer and not overlap accepted capacity; with ``require_offer_order`` the
         ranges must follow the offer order.  Whatever the offer held that the response does not
         list returns to free capacity (unless another head holds it).  Raises MailboxError with
@@ -630,6 +654,16 @@ class Device:
         h = self._head(head)
         starts, lengths = _pairs(extents)
         entry = {"op": "add_response", "head": int(head), "extents": _ext_list((starts, lengths))}
+        if more:
+            entry["more"] = True
+            h.response.append((starts, lengths))
+            entry["status"] = "SUCCESS"
+            self._record(entry)
+            return
+        if h.response:
+            starts = np.concatenate([p[0] for p in h.response] + [starts])
+            lengths = np.concatenate([p[1] for p in h.response] + [lengths])
+            h.response.clear()
         try:
             self._add_response(int(head), h, starts, lengths)
         except MailboxError as e:
@@ -700,14 +734,16 @@ class Device:
             self._malformed(starts, lengths)
             kinds = h.accepted.classify_many(starts, lengths)
             bad = (kinds != ExtentMap.WITHIN) & (kinds != ExtentMap.COVERED)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise MailboxError(f"extent {i} at {int(starts[i]):#x} is not accepted capacity", ReturnCode.INVALID_PA)
-            trial = h.accepted.copy() if len(h.accepted) < 4096 else None
-            growth = self._split_growth(h, starts, lengths, trial)
-            if h.tracked() + growth > self.max_extents:
-                raise MailboxError("the release would split extents past the extent limit",
-                                   ReturnCode.RESOURCES_EXHAUSTED)
+            growth = np.cumsum(self._split_growth(h.accepted, starts, lengths, ~bad))
+            over = h.tracked() + growth > self.max_extents
+            i_pa = int(np.argmax(bad)) if bad.any() else len(starts)
+            i_ex = int(np.argmax(over)) if over.any() else len(starts)
+            if i_pa < len(starts) and i_pa <= i_ex:
+                raise MailboxError(f"extent {i_pa} at {int(starts[i_pa]):#x} is not accepted capacity",
+                                   ReturnCode.INVALID_PA)
+            if i_ex < len(starts):
+                raise MailboxError(f"extent {i_ex}: the release would split extents past the limit of "
+                                   f"{self.max_extents}", ReturnCode.RESOURCES_EXHAUSTED)
         except MailboxError as e:
             entry["status"] = ReturnCode(e.code).name
             self._record(entry)
@@ -717,17 +753,20 @@ class Device:
         self._record(entry)
 
     @staticmethod
-    def _split_growth(h: _Head, starts: np.ndarray, lengths: np.ndarray, trial: Optional[ExtentMap]) -> int:
-        """How many more extents the head tracks after releasing the ranges."""
-        if trial is None:
-            lo = int(starts.min())
-            hi = int((starts + lengths).max())
-            trial = ExtentMap(_GRANULE)
-            s, n, t, lab = h.accepted.overlapping(lo, hi - lo)
-            trial.insert_many(s, n, labels=lab)
-        before = len(trial)
-        trial.remove_many(starts, lengths)
-        return len(trial) - before
+    def _split_growth(m: ExtentMap, starts: np.ndarray, lengths: np.ndarray, backed: np.ndarray) -> np.ndarray:
+        """For each disjoint range fully inside extents of ``m`` (where ``backed``), how many
+        more extents ``m`` has once the range is removed: the remainders it leaves at its two
+        ends, less the extents it covers (0 where not backed)."""
+        g = np.uint64(m.granule)
+        ends = starts + lengths                       # wraps to 0 for a range ending at 2**64
+        first = m.lookup_many(starts)
+        last = m.lookup_many(ends - g)
+        before = m.lookup_many(np.where(starts > 0, starts - g, starts))
+        after = m.lookup_many(ends)
+        head = (starts > 0) & (before == first)
+        tail = (ends != 0) & (after == last)
+        out = head.astype(np.int64) + tail - (last - first + 1)
+        return np.where(backed, out, 0)
 
     def get_dc_config(self, head: int, region_count: int = 8, start_region: int = 0) -> R.GetDcConfigOut:
         """Get DC Configuration (4800h) for a head (§2.1)."""
@@ -765,7 +804,7 @@ class Device:
             if opcode == R.Opcode.GET_DC_CONFIG:
                 if len(payload) != 2:
                     return ReturnCode.INVALID_PAYLOAD_LENGTH, b""
-                req = R.unpack_get_dc_config_in(payload)
+                req = R.unpack_get_dc_config_in(payload, strict=False)   # QEMU clips the count
                 return ReturnCode.SUCCESS, R.pack_get_dc_config_out(
                     self.get_dc_config(head, req.region_count, req.start_region))
             if opcode == R.Opcode.GET_DC_EXTENT_LIST:
@@ -780,7 +819,7 @@ class Device:
                 except R.RecordError:
                     return ReturnCode.INVALID_PAYLOAD_LENGTH, b""
                 if opcode == R.Opcode.ADD_DC_RESPONSE:
-                    self.add_response(head, lst.extents)
+                    self.add_response(head, lst.extents, more=lst.more)
                 else:
                     self.release(head, lst.extents)
                 return ReturnCode.SUCCESS, b""
@@ -944,7 +983,7 @@ class Device:
                 self.release_capacity(e["head"], e["region"], e["request"], policy=e["policy"],
                                       tag=_logged_tag(e["tag"]), forced=e["forced"], sanitize=e["sanitize"])
             elif op == "add_response":
-                self.add_response(e["head"], e["extents"])
+                self.add_response(e["head"], e["extents"], more=e.get("more", False))
             elif op == "release":
                 self.release(e["head"], e["extents"])
             elif op == "take_events":
@@ -992,7 +1031,10 @@ def _ext_list(extents: Any) -> List[List[int]]:
         try:
             s, n = _pairs(extents)
         except Exception:
-            return []
+            try:        # values _pairs refuses (negative, past 2**64): log them as given
+                return [[int(a), int(b)] for a, b in extents]
+            except Exception:
+                return []
     return [[int(a), int(b)] for a, b in zip(s.tolist(), n.tolist())]
 
 
@@ -1000,6 +1042,20 @@ def _ext_rows(ext: np.ndarray) -> List[List[Any]]:
     tags = [str(uuid.UUID(bytes=bytes(t))) for t in ext["tag"]]
     return [[int(s), int(n), t, int(q)] for s, n, t, q in
             zip(ext["start"].tolist(), ext["length"].tolist(), tags, ext["shared_seq"].tolist())]
+
+
+def _pieces(m: ExtentMap, starts: np.ndarray, lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ranges cut where the extents of ``m`` under them end: (starts, lengths, labels),
+    one piece per extent a range meets (one Python step per range)."""
+    parts = []
+    for s, n in zip(starts.tolist(), lengths.tolist()):
+        o = m.overlapping(s, n)
+        lo = np.maximum(o.starts, np.uint64(s))
+        hi = np.minimum(o.starts + o.lengths - np.uint64(1), np.uint64(s + n - 1))
+        parts.append((lo, hi - lo + np.uint64(1), o.labels))
+    if not parts:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint32)
+    return tuple(np.concatenate(c) for c in zip(*parts))  # type: ignore[return-value]
 
 
 def _slice(m: ExtentMap, start: int, k: int):

@@ -654,7 +654,7 @@ def parse_region_spec(text: str) -> Region:
     device is built.  Raises InvalidRangeError for text it cannot read.
 
         >>> parse_region_spec("4G:1G:2M:shareable")
-        Region(base=4294967296, length=1073741824, block_size=2097152, decode_length=1073741824, dsmad_handle=0, sanitize_on_release=False, shareable=True, read_only=False)
+        Region(base=4294967296, length=1073741824, block_size=2097152, decode_length=1073741824, dsmad_handle=None, sanitize_on_release=False, shareable=True, read_only=False)
     """
     fields = text.split(":")
     if not 2 <= len(fields) <= 4:

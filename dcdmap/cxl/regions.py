@@ -16,13 +16,13 @@ configuration that breaks them, and the host refuses one it reads back.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Optional, Sequence, Tuple
 
 from ..errors import ConfigurationError
 from .records import CAPACITY_MULTIPLIER, MAX_REGIONS, DcRegion
 
-__all__ = ["Region", "check_regions", "BLOCK_LINE_SIZE"]
+__all__ = ["Region", "check_regions", "assign_handles", "BLOCK_LINE_SIZE"]
 
 MiB = 1 << 20
 BLOCK_LINE_SIZE = 0x40          # CXL_DCD_BLOCK_LINE_SIZE: Linux's smallest block size
@@ -34,14 +34,16 @@ class Region:
 
     ``decode_length`` (bytes) defaults to ``length`` rounded up to 256 MiB.  ``shareable``
     and ``read_only`` are the DSMAS attributes of ``dsmad_handle``; a shareable region's
-    capacity may be given to several hosts at once under one tag.
+    capacity may be given to several hosts at once under one tag.  ``dsmad_handle=None``
+    (the default) gives the region a DSMAS entry of its own: :func:`assign_handles` (the
+    device calls it) numbers such regions with handles no other region uses.
     """
 
     base: int
     length: int
     block_size: int = 2 * MiB
     decode_length: Optional[int] = field(default=None)
-    dsmad_handle: int = 0
+    dsmad_handle: Optional[int] = None
     sanitize_on_release: bool = False
     shareable: bool = False
     read_only: bool = False
@@ -49,6 +51,8 @@ class Region:
     def __post_init__(self) -> None:
         for name in ("base", "length", "block_size", "dsmad_handle"):
             value = getattr(self, name)
+            if value is None and name == "dsmad_handle":
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(f"region {name} must be a non-negative int, not {value!r}")
         if self.decode_length is None:
@@ -61,7 +65,9 @@ class Region:
         return self.base + self.length
 
     def record(self) -> DcRegion:
-        """The region as its Get DC Configuration record."""
+        """The region as its Get DC Configuration record (its handle must be assigned)."""
+        if self.dsmad_handle is None:
+            raise ConfigurationError("the region has no DSMAD handle yet (see assign_handles)")
         return DcRegion(self.base, self.decode_length, self.length, self.block_size,
                         self.dsmad_handle, self.sanitize_on_release)
 
@@ -72,17 +78,37 @@ class Region:
                    rec.sanitize_on_release, shareable, read_only)
 
 
+def assign_handles(regions: Sequence[Region]) -> Tuple[Region, ...]:
+    """The regions with every ``dsmad_handle=None`` replaced by the smallest handle no other
+    region uses, so that each such region has a DSMAS entry of its own.
+
+    >>> [r.dsmad_handle for r in assign_handles([Region(0, 1 << 28), Region(1 << 28, 1 << 28, dsmad_handle=0)])]
+    [1, 0]
+    """
+    used = {r.dsmad_handle for r in regions if r.dsmad_handle is not None}
+    out = []
+    for r in regions:
+        if r.dsmad_handle is None:
+            h = next(k for k in range(len(used) + len(regions) + 1) if k not in used)
+            used.add(h)
+            r = replace(r, dsmad_handle=h)
+        out.append(r)
+    return tuple(out)
+
+
 def check_regions(regions: Sequence[Region]) -> None:
     """Raise ConfigurationError naming the first region (and rule) that breaks §2.1–2.2.
 
     The rules: at most 8 regions; each with length ≠ 0, decode length ≠ 0 and ≥ length and a
     multiple of 256 MiB; block size a power of two and a multiple of 64 bytes; length a
     multiple of the block size; base aligned to 256 MiB and to the block size; regions in
-    increasing, non-overlapping DPA order; no region past 2**64.
+    increasing, non-overlapping DPA order; no region past 2**64; regions that share a DSMAD
+    handle share its attributes (``shareable``, ``read_only`` come from that one DSMAS entry).
     """
     if len(regions) > MAX_REGIONS:
         raise ConfigurationError(f"{len(regions)} DC regions; a device has at most {MAX_REGIONS}")
     prev_end = None
+    dsmas: dict = {}
     for i, r in enumerate(regions):
         if not isinstance(r, Region):
             raise ConfigurationError(f"region {i} is a {type(r).__name__}, not a Region")
@@ -107,3 +133,8 @@ def check_regions(regions: Sequence[Region]) -> None:
         if prev_end is not None and r.base < prev_end:
             raise ConfigurationError(f"{where} does not start after region {i - 1} ends at {prev_end:#x}")
         prev_end = r.base + r.decode_length
+        attrs = (r.shareable, r.read_only)
+        j, seen = dsmas.setdefault(r.dsmad_handle, (i, attrs)) if r.dsmad_handle is not None else (i, attrs)
+        if seen != attrs:
+            raise ConfigurationError(f"{where}: DSMAD handle {r.dsmad_handle:#x} is also region {j}'s, "
+                                     f"with other attributes (shareable, read_only) {seen}")
