@@ -129,6 +129,13 @@ def _pairs(extents: Any, what: str = "extents") -> Tuple[np.ndarray, np.ndarray]
     if isinstance(extents, R.UpdatedExtentList):
         return _pairs(extents.extents if isinstance(extents.extents, np.ndarray)
                       else [(e.start, e.length) for e in extents.extents], what)
+    if isinstance(extents, list) and all(type(p) is tuple and len(p) == 2 and type(p[0]) is int
+                                         and type(p[1]) is int for p in extents):
+        a = extents                                     # the common case, without numpy objects
+        if any(s < 0 or n < 0 or s >> 64 or n >> 64 for s, n in a):
+            raise RequestError(f"{what} must be in 0 .. 2**64-1")
+        arr = np.array(a, dtype=np.uint64).reshape(-1, 2)
+        return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
     try:
         a = np.asarray(extents, dtype=object) if not isinstance(extents, np.ndarray) else extents
         if a.size == 0:
@@ -159,12 +166,14 @@ def first_overlap(starts: np.ndarray, lengths: np.ndarray) -> Optional[int]:
     2
     """
     def overlaps(k: int) -> bool:
-        order = np.argsort(starts[:k], kind="stable")
-        s, n = starts[:k][order], lengths[:k][order]
-        return bool((s[:-1] + n[:-1] > s[1:]).any()) if k > 1 else False
+        used = lengths[:k] > 0                          # an empty range marks no byte
+        s, n = starts[:k][used], lengths[:k][used]
+        order = np.argsort(s, kind="stable")
+        s, last = s[order], s[order] + (n[order] - np.uint64(1))   # last bytes: no wrap at 2**64
+        return bool((last[:-1] >= s[1:]).any())
 
     n = len(starts)
-    if not overlaps(n):
+    if n < 2 or not overlaps(n):
         return None
     lo, hi = 2, n              # overlaps(hi) holds; find the smallest such prefix length
     while lo < hi:
@@ -1039,7 +1048,8 @@ def _ext_list(extents: Any) -> List[List[int]]:
 
 
 def _ext_rows(ext: np.ndarray) -> List[List[Any]]:
-    tags = [str(uuid.UUID(bytes=bytes(t))) for t in ext["tag"]]
+    names: Dict[bytes, str] = {}                 # an offer has one tag: one UUID per tag
+    tags = [names.get(t) or names.setdefault(t, str(uuid.UUID(bytes=t))) for t in map(bytes, ext["tag"])]
     return [[int(s), int(n), t, int(q)] for s, n, t, q in
             zip(ext["start"].tolist(), ext["length"].tolist(), tags, ext["shared_seq"].tolist())]
 

@@ -455,10 +455,15 @@ class Host:
             del self._by_tag[group.tag]
 
     def _send_release(self, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """One Release DC (4803h) per extent, as each member's teardown sends it.  (The
+        payload would be one 24-byte entry; the device is called with it directly.)"""
         for s, n in zip(starts.tolist(), lengths.tolist()):
-            payload = R.pack_updated_extent_list(R.UpdatedExtentList([R.UpdatedExtent(s, n)]))
-            code, _ = self.device.mailbox(self.head, R.Opcode.RELEASE_DC, payload)
-            self._note("release_dc", start=s, length=n, status=ReturnCode(code).name)
+            try:
+                self.device.release(self.head, [(s, n)])
+                status = "SUCCESS"
+            except MailboxError as e:
+                status = ReturnCode(e.code).name
+            self._note("release_dc", start=s, length=n, status=status)
 
     # ------------------------------------------------------------------ region lifecycle (§4.5)
 
