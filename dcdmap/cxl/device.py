@@ -51,6 +51,7 @@ __all__ = ["Device", "Offer", "Capacity", "MAX_EXTENTS", "MAILBOX_PAYLOAD_SIZE",
 
 MAX_EXTENTS = 512                # QEMU CXL_NUM_EXTENTS_SUPPORTED (pending + accepted)
 MAILBOX_PAYLOAD_SIZE = 1 << 11   # QEMU CXL_MAILBOX_MAX_PAYLOAD_SIZE
+_OPCODES = (R.Opcode.GET_DC_CONFIG, R.Opcode.GET_DC_EXTENT_LIST, R.Opcode.ADD_DC_RESPONSE, R.Opcode.RELEASE_DC)
 _GRANULE = 64                    # the engine granule: 64 B, Linux's smallest block size
 _LOG_VERSION = 1
 
@@ -780,9 +781,13 @@ class Device:
     def get_dc_config(self, head: int, region_count: int = 8, start_region: int = 0) -> R.GetDcConfigOut:
         """Get DC Configuration (4800h) for a head (§2.1)."""
         h = self._head(head)
+        entry = {"op": "get_dc_config", "head": int(head), "region_count": _plain(region_count),
+                 "start_region": _plain(start_region)}
         if not 0 <= start_region < len(self.regions):
+            self._record({**entry, "status": "INVALID_INPUT"})
             raise MailboxError(f"start region {start_region} is not a region", ReturnCode.INVALID_INPUT)
         regs = [r.record() for r in self.regions[start_region:start_region + region_count]]
+        self._record({**entry, "status": "SUCCESS", "returned": len(regs)})
         return R.GetDcConfigOut(len(self.regions), regs, self.max_extents,
                                 max(0, self.max_extents - h.tracked()), self.max_tags, self.max_tags)
 
@@ -791,7 +796,10 @@ class Device:
         at most ``count`` (default: as many as fit one mailbox payload), with the generation."""
         h = self._head(head)
         total = len(h.accepted)
+        entry = {"op": "get_extent_list", "head": int(head), "count": _plain(count),
+                 "start_index": _plain(start_index)}
         if start_index > total:
+            self._record({**entry, "status": "INVALID_INPUT"})
             raise MailboxError(f"start index {start_index} is past {total} extents", ReturnCode.INVALID_INPUT)
         room = (MAILBOX_PAYLOAD_SIZE - 16) // 40
         k = min(room if count is None else min(count, room), total - start_index)
@@ -800,6 +808,8 @@ class Device:
             ext = self._records.extents(s, n, lab)
         else:
             ext = np.zeros(0, EXTENT_DTYPE)
+        self._record({**entry, "status": "SUCCESS", "returned": int(k), "total": total,
+                      "generation": h.generation & 0xFFFFFFFF})
         return R.GetDcExtentListOut(total, h.generation & 0xFFFFFFFF, ext)
 
     def mailbox(self, head: int, opcode: int, payload: bytes = b"") -> Tuple[ReturnCode, bytes]:
@@ -809,16 +819,24 @@ class Device:
         an unknown opcode UNSUPPORTED.  Never raises for what a device would answer.
         """
         self._head(head)
+        code, out = self._dispatch(head, opcode, bytes(payload))
+        if code is not None:
+            return code, out
+        # Refused before any command ran: logged here (the commands log themselves).
+        code = ReturnCode.INVALID_PAYLOAD_LENGTH if opcode in _OPCODES else ReturnCode.UNSUPPORTED
+        self._record({"op": "mailbox", "head": int(head), "opcode": int(opcode), "payload": bytes(payload).hex(),
+                      "status": code.name})
+        return code, b""
+
+    def _dispatch(self, head: int, opcode: int, payload: bytes) -> Tuple[Optional[ReturnCode], bytes]:
+        """Run a command from its payload: (code, output), or (None, b"") when the payload is
+        malformed or the opcode unknown."""
         try:
-            if opcode == R.Opcode.GET_DC_CONFIG:
-                if len(payload) != 2:
-                    return ReturnCode.INVALID_PAYLOAD_LENGTH, b""
+            if opcode == R.Opcode.GET_DC_CONFIG and len(payload) == 2:
                 req = R.unpack_get_dc_config_in(payload, strict=False)   # QEMU clips the count
                 return ReturnCode.SUCCESS, R.pack_get_dc_config_out(
                     self.get_dc_config(head, req.region_count, req.start_region))
-            if opcode == R.Opcode.GET_DC_EXTENT_LIST:
-                if len(payload) != 8:
-                    return ReturnCode.INVALID_PAYLOAD_LENGTH, b""
+            if opcode == R.Opcode.GET_DC_EXTENT_LIST and len(payload) == 8:
                 req = R.unpack_get_dc_extent_list_in(payload)
                 return ReturnCode.SUCCESS, R.pack_get_dc_extent_list_out(
                     self.get_extent_list(head, req.count, req.start_index))
@@ -826,7 +844,7 @@ class Device:
                 try:
                     lst = R.unpack_updated_extent_list_array(payload, strict=False)
                 except R.RecordError:
-                    return ReturnCode.INVALID_PAYLOAD_LENGTH, b""
+                    return None, b""
                 if opcode == R.Opcode.ADD_DC_RESPONSE:
                     self.add_response(head, lst.extents, more=lst.more)
                 else:
@@ -834,9 +852,9 @@ class Device:
                 return ReturnCode.SUCCESS, b""
         except MailboxError as e:
             return ReturnCode(e.code), b""
-        except R.RecordError:
+        except R.RecordError:                        # a reserved or impossible field value
             return ReturnCode.INVALID_INPUT, b""
-        return ReturnCode.UNSUPPORTED, b""
+        return None, b""
 
     # ------------------------------------------------------------------ events
 
@@ -997,6 +1015,12 @@ class Device:
                 self.release(e["head"], e["extents"])
             elif op == "take_events":
                 self.take_events(e["head"], e["count"])
+            elif op == "get_dc_config":
+                self.get_dc_config(e["head"], e["region_count"], e["start_region"])
+            elif op == "get_extent_list":
+                self.get_extent_list(e["head"], e["count"], e["start_index"])
+            elif op == "mailbox":
+                self.mailbox(e["head"], e["opcode"], bytes.fromhex(e["payload"]))
             else:
                 raise CorruptDataError(f"unknown operation {op!r}")
         except (MailboxError, RequestError):
