@@ -4,8 +4,9 @@
   ConfigurationError, one test case per rule, named after it.
 * QMP-level request checks (§5.2): QEMU's texts, QEMU's order (every check of extent 0, then
   every check of extent 1, ...), and a refused request changes nothing.
-* Mailbox (§5.3, §3.4, §3.5, §2.1): Add DC Response, Release DC, Get DC Configuration, Get DC
-  Extent List, as calls and as raw bytes through ``mailbox()``.
+* Mailbox (§5.3, §3.4, §3.5, §2.1): Add DC Response (also in several payloads with More),
+  Release DC (QEMU's per-entry order, the extent-count growth of each entry), Get DC
+  Configuration, Get DC Extent List, as calls and as raw bytes through ``mailbox()``.
 * Events (§3.2, §3.3): one record per extent, More on all but the last, the event log limit.
 * Selection policies (§3.6): free, contiguous, enable-shared-access (the hosts' views agree,
   §6.3), forced and tag-based release; multi-head exclusivity (§5.5).
@@ -31,15 +32,17 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from dcdmap import TagView, verify_views
 from dcdmap.cxl import (
     CAPACITY_MULTIPLIER, DC_EVENT_DTYPE, NULL_UUID, Capacity, DcEventType, DcRegion, Device,
-    GetDcConfigIn, GetDcExtentListIn, Offer, Opcode, Region, ReturnCode, SelectionPolicy,
-    UpdatedExtent, UpdatedExtentList, check_regions,
+    GetDcConfigIn, GetDcExtentListIn, Host, Offer, Opcode, Region, ReturnCode, SelectionPolicy,
+    UpdatedExtent, UpdatedExtentList, check_regions, split_updated_extent_list,
 )
 from dcdmap.cxl import records as R
 from dcdmap.cxl.device import MAILBOX_PAYLOAD_SIZE, MAX_EXTENTS
+from dcdmap.cxl.regions import assign_handles
 from dcdmap.errors import (
     ConfigurationError, CorruptDataError, InputTypeError, MailboxError, RequestError, SequenceError,
 )
 
+KiB = 1 << 10
 MiB = 1 << 20
 BLK = 2 * MiB                    # QEMU's fixed block size (§2.4)
 CM = CAPACITY_MULTIPLIER         # 256 MiB
@@ -153,6 +156,12 @@ REGION_RULES = [
     ("DPA ends at 2**64: decode range past it", [Region(2**64 - CM, CM, decode_length=2 * CM)], "past 2**64"),
     ("DPA ends at 2**64: base at 2**64", [Region(2**64, CM)], "past 2**64"),
     ("regions are Region objects", [DcRegion(0, CM, CM, BLK)], "not a Region"),
+    ("§2.3 one DSMAS per DSMAD handle: shareable differs",
+     [Region(0, CM, dsmad_handle=3, shareable=True), Region(CM, CM, dsmad_handle=3)],
+     "DSMAD handle 0x3 is also region 0's"),
+    ("§2.3 one DSMAS per DSMAD handle: read-only differs",
+     [Region(0, CM, dsmad_handle=3), Region(CM, CM), Region(2 * CM, CM, dsmad_handle=3, read_only=True)],
+     "DSMAD handle 0x3 is also region 0's"),
 ]
 
 
@@ -176,7 +185,10 @@ def test_region_errors_name_the_region():
     [Region(2**64 - CM, CM)],                                                  # ends exactly at 2**64
     [Region(0, BLK), Region(CM, BLK)],                                         # decoded ranges touch
     [],                                                                        # no DC regions
-], ids=["8 regions", "64 B blocks", "kernel mock", "ends at 2**64", "adjacent decode", "none"])
+    [Region(0, CM, dsmad_handle=5, shareable=True), Region(CM, CM, dsmad_handle=5, shareable=True)],
+    [Region(0, CM, shareable=True), Region(CM, CM, read_only=True), Region(2 * CM, CM)],
+], ids=["8 regions", "64 B blocks", "kernel mock", "ends at 2**64", "adjacent decode", "none",
+        "one handle, one set of attributes", "default handles, different attributes"])
 def test_valid_region_configurations_accepted(regions):
     check_regions(regions)
     shape = lambda rs: [(r.base, r.length, r.block_size, r.decode_length) for r in rs]    # noqa: E731
@@ -233,6 +245,58 @@ def test_device_with_a_region_ending_at_2_64():
     dev.release(0, [(last, BLK)])
     assert dev.capacity(0) == Capacity(CM, CM - BLK, 0, BLK)
     dev.check_invariants()
+
+
+def test_region_dsmad_handle_defaults_to_none():
+    """§2.1/§2.3: a Region made without a DSMAD handle has none until a device numbers it; its
+    configuration record needs one."""
+    r = Region(0, CM)
+    assert r.dsmad_handle is None and Region(0, CM, dsmad_handle=0).dsmad_handle == 0
+    with pytest.raises(ConfigurationError, match="no DSMAD handle"):
+        r.record()
+    with pytest.raises(ConfigurationError):
+        Region(0, CM, dsmad_handle=1.0)
+
+
+def test_device_gives_default_regions_handles_no_other_region_uses():
+    """§2.3: each region without a handle gets a DSMAS entry of its own (assign_handles): the
+    smallest handle no other region uses, never one an explicit region has."""
+    regions = [Region(0, CM), Region(CM, CM, dsmad_handle=0), Region(2 * CM, CM, shareable=True),
+               Region(3 * CM, CM, dsmad_handle=2, read_only=True), Region(4 * CM, CM)]
+    want = [1, 0, 3, 2, 4]
+    assert [r.dsmad_handle for r in assign_handles(regions)] == want
+    dev = Device(regions)
+    assert [r.dsmad_handle for r in dev.regions] == want
+    assert [r.dsmad_handle for r in dev.get_dc_config(0).regions] == want
+    assert dev.dsmas() == {1: (False, False), 0: (False, False), 3: (True, False), 2: (False, True),
+                           4: (False, False)}
+    assert regions[0].dsmad_handle is None                      # the caller's regions are untouched
+    assert Device.from_config(json.loads(json.dumps(dev.config()))).regions == dev.regions
+    explicit = (Region(0, CM, dsmad_handle=9), Region(CM, CM, dsmad_handle=9))
+    assert assign_handles(explicit) == explicit                 # explicit handles are kept, shared or not
+    assert assign_handles([]) == ()
+
+
+@pytest.mark.parametrize("spec", [
+    [(True, None), (False, None)],
+    [(False, None), (True, None)],
+    [(True, None), (False, 0)],                  # the default handle must not be 0: region 1 has it
+    [(False, 1), (True, None), (False, None)],
+], ids=["shareable first", "shareable second", "explicit 0 after a default", "explicit 1 first"])
+def test_host_reads_shareability_per_default_handle(spec):
+    """§2.3 / §4.1 3: the host matches each partition to its DSMAS by handle; with default
+    handles a shareable and a non-shareable region keep their own attributes."""
+    regions = [Region(i * CM, 64 * MiB, shareable=s, dsmad_handle=h) for i, (s, h) in enumerate(spec)]
+    dev = Device(regions)
+    handles = [r.dsmad_handle for r in dev.regions]
+    assert len(set(handles)) == len(handles)
+    host = Host(dev)
+    assert [p.shareable for p in host.partitions] == [s for s, _ in spec]
+    assert [p.dsmad_handle for p in host.partitions] == handles
+    dev.add_capacity(0, 0, [(8 * MiB, 2 * MiB), (0, 2 * MiB)], tag=T1)
+    host.poll()
+    assert host.group(T1).shareable is spec[0][0]
+    assert pairs(dev.accepted(0)) == [(0, 2 * MiB), (8 * MiB, 2 * MiB)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,6 +436,27 @@ def test_empty_prescriptive_add_queues_nothing():
     offer = dev.add_capacity(0, 0, [])
     assert isinstance(offer, Offer) and len(offer.extents) == 0 and offer.length == 0
     assert state(dev) == before
+
+
+@pytest.mark.parametrize("form", [
+    [], (), np.zeros((0, 2), np.uint64), np.zeros(0, [("start", "<u8"), ("length", "<u8")]),
+    UpdatedExtentList([]),
+], ids=["list", "tuple", "(0, 2) array", "structured array", "UpdatedExtentList"])
+def test_empty_prescriptive_add_succeeds_silently(form):
+    """QEMU: an empty prescriptive list is no error, queues no extent group and no event; the
+    next Add-Response still answers the offer made before it; the log replays it."""
+    dev = two_regions(heads=1)
+    first = dev.add_capacity(0, 1, [(CM, BLK)], tag=T1)
+    dev.take_events(0)
+    before = state(dev)
+    offer = dev.add_capacity(0, 1, form, tag=T2)
+    assert len(offer.extents) == 0 and offer.tag == T2 and offer.region == 1
+    assert state(dev) == before and dev.events_view(0) == []
+    assert [o.id for o in dev.pending_offers(0)] == [first.id]
+    assert dev.log[-1]["extents"] == [] and "error" not in dev.log[-1]
+    dev.add_response(0, [(CM, BLK)])
+    assert rows(dev.accepted(0)) == [(CM, BLK, T1, 0)] and dev.pending_offers(0) == []
+    assert state(Device.replay(log_lines(dev))) == state(dev)
 
 
 def test_extents_forms_are_equivalent():
@@ -541,6 +626,119 @@ def test_add_responses_answer_offers_in_fifo_order():
     assert pairs(dev.accepted(0)) == [(0, BLK), (8 * MiB, BLK), (16 * MiB, BLK)]
 
 
+# An Add-Response split over several payloads (§3.4 More)
+FIVE = [(0, BLK), (4 * MiB, BLK), (8 * MiB, 4 * MiB), (16 * MiB, BLK), (20 * MiB, BLK)]
+SECOND = [(40 * MiB, BLK), (44 * MiB, BLK)]
+PAYLOADS = [FIVE[:2], FIVE[2:4], FIVE[4:]]          # as split_updated_extent_list cuts it, 2 a payload
+TWO_A_PAYLOAD = 8 + 2 * 24
+
+
+def more_device(**kw):
+    """Head 0: an offer of the five extents FIVE, then the offer SECOND behind it."""
+    dev = two_regions(heads=1, **kw)
+    first = dev.add_capacity(0, 0, FIVE)
+    second = dev.add_capacity(0, 0, SECOND)
+    return dev, first, second
+
+
+def send(dev, payloads, wire):
+    """An Add-Response in several payloads, More on all but the last: the codes answered."""
+    codes = []
+    for i, part in enumerate(payloads):
+        more = i < len(payloads) - 1
+        if wire:
+            codes.append(dev.mailbox(0, Opcode.ADD_DC_RESPONSE, updated(*part, more=more))[0])
+        else:
+            codes.append(mailbox_code(dev.add_response, 0, part, more=more))
+    return codes
+
+
+def test_split_updated_extent_list_cuts_five_extents_in_three_payloads():
+    """§3.4: the payloads the kernel would send for FIVE with room for two extents each."""
+    raw = split_updated_extent_list([UpdatedExtent(s, n) for s, n in FIVE], TWO_A_PAYLOAD)
+    got = [R.unpack_updated_extent_list(p) for p in raw]
+    assert [(len(p.extents), p.more) for p in got] == [(2, True), (2, True), (1, False)]
+    assert [[(e.start, e.length) for e in p.extents] for p in got] == PAYLOADS
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["add_response", "mailbox"])
+def test_add_response_more_payloads_answer_one_offer(wire):
+    """§3.4 More: payloads with More set are kept and change nothing; the payload with More
+    clear answers the joined list: all five extents of the oldest offer are accepted, that
+    offer alone is retired, and the list changes once (one generation)."""
+    dev, first, second = more_device()
+    before = state(dev)
+    if wire:
+        raw = split_updated_extent_list([UpdatedExtent(s, n) for s, n in FIVE], TWO_A_PAYLOAD)
+        for p in raw[:-1]:
+            assert dev.mailbox(0, Opcode.ADD_DC_RESPONSE, p) == (ReturnCode.SUCCESS, b"")
+            assert state(dev) == before
+        assert dev.mailbox(0, Opcode.ADD_DC_RESPONSE, raw[-1]) == (ReturnCode.SUCCESS, b"")
+    else:
+        for part in PAYLOADS[:-1]:
+            dev.add_response(0, part, more=True)
+            assert state(dev) == before
+        dev.add_response(0, PAYLOADS[-1])
+    assert pairs(dev.accepted(0)) == FIVE
+    assert [o.id for o in dev.pending_offers(0)] == [second.id]
+    assert dev.generation(0) == 1
+    assert dev.capacity(0) == Capacity(64 * MiB, 48 * MiB, 4 * MiB, 12 * MiB)
+    assert [(e.get("more", False), e["status"]) for e in dev.log if e["op"] == "add_response"] == \
+        [(True, "SUCCESS"), (True, "SUCCESS"), (False, "SUCCESS")]
+    dev.check_invariants()
+    dev.add_response(0, SECOND)                   # the next response answers the next offer
+    assert pairs(dev.accepted(0)) == FIVE + SECOND
+
+
+MORE_REFUSALS = [
+    # (what is wrong with the joined list, payloads, code); every payload alone would pass.
+    # max_extents 512, but 9 for the last case (7 tracked: a payload of 2 fits, the 5 joined not)
+    ("outside the offer, in the first payload", [[(30 * MiB, BLK)], [(0, BLK)], [(4 * MiB, BLK)]],
+     ReturnCode.INVALID_PA),
+    ("in the next offer, in the last payload", [FIVE[:2], FIVE[2:4], SECOND[:1]], ReturnCode.INVALID_PA),
+    ("overlap across payloads", [[(0, BLK)], [(8 * MiB, 4 * MiB)], [(10 * MiB, BLK)]],
+     ReturnCode.INVALID_EXTENT_LIST),
+    ("the same extent in two payloads", [FIVE[:1], FIVE[:1]], ReturnCode.INVALID_EXTENT_LIST),
+    ("offer order across payloads", [[(4 * MiB, BLK)], [(0, BLK)]], ReturnCode.INVALID_EXTENT_LIST),
+    ("misaligned, in the middle payload", [[(0, BLK)], [(17 * MiB, BLK)], [(20 * MiB, BLK)]],
+     ReturnCode.INVALID_EXTENT_LIST),
+    ("more extents than the limit, joined", PAYLOADS, ReturnCode.RESOURCES_EXHAUSTED),
+]
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["add_response", "mailbox"])
+@pytest.mark.parametrize("what,payloads,code", MORE_REFUSALS, ids=[m[0] for m in MORE_REFUSALS])
+def test_add_response_more_error_in_the_joined_list_refuses_it_all(what, payloads, code, wire):
+    """§3.4/§5.3: the checks run on the joined list; an error anywhere refuses every payload of
+    the response, changes nothing, and clears the kept payloads: the next response stands alone."""
+    limit = 9 if code == ReturnCode.RESOURCES_EXHAUSTED else MAX_EXTENTS
+    dev, first, second = more_device(max_extents=limit)
+    before = state(dev)
+    assert send(dev, payloads, wire) == [ReturnCode.SUCCESS] * (len(payloads) - 1) + [code]
+    assert state(dev) == before
+    assert dev.log[-1]["status"] == code.name
+    dev.check_invariants()
+    # a correct response now: accepted as it is (kept payloads would have made it overlap)
+    assert send(dev, [FIVE[:1], FIVE[1:2]], wire) == [ReturnCode.SUCCESS] * 2
+    assert pairs(dev.accepted(0)) == FIVE[:2]
+    assert [o.id for o in dev.pending_offers(0)] == [second.id]
+    dev.check_invariants()
+
+
+def test_add_response_more_payloads_are_kept_per_head():
+    """§3.4: each head's More payloads join only that head's response."""
+    dev = two_regions(heads=2)
+    dev.add_capacity(0, 0, [(0, BLK), (4 * MiB, BLK)])
+    dev.add_capacity(1, 0, [(8 * MiB, BLK), (12 * MiB, BLK)])
+    dev.add_response(0, [(0, BLK)], more=True)
+    dev.add_response(1, [(8 * MiB, BLK)], more=True)
+    dev.add_response(1, [(12 * MiB, BLK)])
+    assert pairs(dev.accepted(1)) == [(8 * MiB, BLK), (12 * MiB, BLK)] and pairs(dev.accepted(0)) == []
+    dev.add_response(0, [(4 * MiB, BLK)])
+    assert pairs(dev.accepted(0)) == [(0, BLK), (4 * MiB, BLK)]
+    dev.check_invariants()
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Mailbox: Release DC (§5.3)
 # ---------------------------------------------------------------------------------------------
@@ -605,6 +803,154 @@ def test_release_malformed_before_not_accepted():
     assert mailbox_code(dev.release, 0, [(20 * MiB, BLK), (MiB, BLK)]) == ReturnCode.INVALID_EXTENT_LIST
 
 
+def limit_device():
+    """Head 0 at its limit of 3 extents: [0, 2) and [4, 12) MiB accepted, [16, 18) MiB pending."""
+    dev = two_regions(heads=1, max_extents=3)
+    accept(dev, 0, [(0, 12 * MiB)])
+    dev.add_capacity(0, 0, [(16 * MiB, BLK)])
+    dev.release(0, [(BLK, BLK)])
+    assert pairs(dev.accepted(0)) == [(0, BLK), (4 * MiB, 8 * MiB)]
+    return dev
+
+
+SPLIT = (6 * MiB, BLK)           # a middle cut of [4, 12) MiB: +1, past the limit
+WHOLE = (0, BLK)                 # a whole extent: -1
+HEAD = (4 * MiB, BLK)            # the head of [4, 12) MiB: no growth
+UNACCEPTED = (20 * MiB, BLK)
+PENDING_RANGE = (16 * MiB, BLK)
+OK = ReturnCode.SUCCESS
+RELEASE_ORDER = [
+    # (what, Release DC entries, code, accepted afterwards): QEMU cxl_dc_extent_release_dry_run
+    # checks entry 0 (not fully accepted, then the count), then entry 1, ...
+    ("a split past the limit, then an unaccepted range", [SPLIT, UNACCEPTED], ReturnCode.RESOURCES_EXHAUSTED, None),
+    ("an unaccepted range, then a split past the limit", [UNACCEPTED, SPLIT], ReturnCode.INVALID_PA, None),
+    ("a split past the limit, then a pending range", [SPLIT, PENDING_RANGE], ReturnCode.RESOURCES_EXHAUSTED, None),
+    ("a pending range, then a split past the limit", [PENDING_RANGE, SPLIT], ReturnCode.INVALID_PA, None),
+    ("a whole extent, then an unaccepted range", [WHOLE, UNACCEPTED], ReturnCode.INVALID_PA, None),
+    ("an early overflow a later entry would undo", [SPLIT, WHOLE], ReturnCode.RESOURCES_EXHAUSTED, None),
+    ("the same entries, the undoing one first", [WHOLE, SPLIT], OK, [(4 * MiB, BLK), (8 * MiB, 4 * MiB)]),
+    ("a head cut at the limit", [HEAD], OK, [(0, BLK), (6 * MiB, 6 * MiB)]),
+    # after the head cut, SPLIT starts the remaining extent: a head cut too, no growth
+    ("a head cut, then what was a middle cut", [HEAD, SPLIT], OK, [(0, BLK), (8 * MiB, 4 * MiB)]),
+]
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["release", "mailbox"])
+@pytest.mark.parametrize("what,entries,code,after", RELEASE_ORDER, ids=[r[0] for r in RELEASE_ORDER])
+def test_release_checks_each_entry_in_list_order(what, entries, code, after, wire):
+    """§5.3 Release DC, QEMU's per-entry order: for each entry in list order, "not fully
+    accepted" (INVALID_PA), then the extent count so far against the limit
+    (RESOURCES_EXHAUSTED); the first entry that fails decides, and a refusal changes nothing."""
+    dev = limit_device()
+    before = state(dev)
+    if wire:
+        got = dev.mailbox(0, Opcode.RELEASE_DC, updated(*entries))[0]
+    else:
+        got = mailbox_code(dev.release, 0, entries)
+    assert got == code
+    assert dev.log[-1]["status"] == code.name
+    if code == OK:
+        assert pairs(dev.accepted(0)) == after
+    else:
+        assert state(dev) == before
+    dev.check_invariants()
+
+
+TOP = Region(2**64 - CM, CM, block_size=64 * KiB)       # a region ending at 2**64
+TB = TOP.block_size
+LOW = Region(0, CM, block_size=64)                      # 64 B blocks from DPA 0
+T64 = 2**64
+R0 = Region(0, CM)
+GROWTH = [
+    # (what, region, accepted extents (one offer), Release DC entries, growth of each entry)
+    ("a whole extent", R0, [(0, 8 * MiB)], [(0, 8 * MiB)], (-1,)),
+    ("a middle cut", R0, [(0, 8 * MiB)], [(2 * MiB, BLK)], (+1,)),
+    ("a head cut at DPA 0", R0, [(0, 8 * MiB)], [(0, BLK)], (0,)),
+    ("a tail cut", R0, [(0, 8 * MiB)], [(6 * MiB, BLK)], (0,)),
+    ("three extents, remainders at both ends", R0, [(0, 4 * MiB), (4 * MiB, 4 * MiB), (8 * MiB, 4 * MiB)],
+     [(BLK, 8 * MiB)], (-1,)),
+    ("three whole extents", R0, [(0, 4 * MiB), (4 * MiB, 4 * MiB), (8 * MiB, 4 * MiB)], [(0, 12 * MiB)], (-3,)),
+    ("a head remainder and a whole extent", R0, [(0, 4 * MiB), (4 * MiB, 4 * MiB), (8 * MiB, 4 * MiB)],
+     [(BLK, 6 * MiB)], (-1,)),
+    ("two extents, remainders at both ends", R0, [(0, 4 * MiB), (4 * MiB, 4 * MiB)], [(BLK, 4 * MiB)], (0,)),
+    ("two middle cuts of one extent", R0, [(0, 16 * MiB)], [(BLK, BLK), (10 * MiB, BLK)], (+1, +1)),
+    ("a middle cut and a whole extent", R0, [(0, 8 * MiB), (16 * MiB, BLK)], [(BLK, BLK), (16 * MiB, BLK)], (+1, -1)),
+    ("a whole extent, then a middle cut of a neighbour", R0, [(0, 4 * MiB), (4 * MiB, 8 * MiB)],
+     [(0, 4 * MiB), (6 * MiB, BLK)], (-1, +1)),
+    ("top: a tail cut ending at 2**64", TOP, [(T64 - 4 * TB, 4 * TB)], [(T64 - TB, TB)], (0,)),
+    ("top: the whole extent ending at 2**64", TOP, [(T64 - 4 * TB, 4 * TB)], [(T64 - 4 * TB, 4 * TB)], (-1,)),
+    ("top: a middle cut", TOP, [(T64 - 4 * TB, 4 * TB)], [(T64 - 3 * TB, TB)], (+1,)),
+    ("top: the last block of the space", TOP, [(T64 - TB, TB)], [(T64 - TB, TB)], (-1,)),
+    ("top: two extents up to 2**64", TOP, [(T64 - 8 * TB, 4 * TB), (T64 - 4 * TB, 4 * TB)],
+     [(T64 - 6 * TB, 6 * TB)], (-1,)),
+    ("top: two extents, remainders at both ends", TOP, [(T64 - 8 * TB, 4 * TB), (T64 - 4 * TB, 4 * TB)],
+     [(T64 - 6 * TB, 4 * TB)], (0,)),
+    ("DPA 0: a head cut", LOW, [(0, 256)], [(0, 64)], (0,)),
+    ("DPA 0: the whole extent", LOW, [(0, 256)], [(0, 256)], (-1,)),
+    ("DPA 0: a middle cut", LOW, [(0, 256)], [(64, 64)], (+1,)),
+    ("DPA 0: two extents from 0", LOW, [(0, 128), (128, 128)], [(0, 192)], (-1,)),
+]
+GROWTH_LIMIT = 16
+
+
+def growth_device(region, extents, tracked):
+    """Head 0 with ``extents`` accepted and one-block offers pending up to ``tracked`` extents,
+    in a device limited to GROWTH_LIMIT (offers are not limited, so tracked may exceed it)."""
+    dev = Device([region], max_extents=GROWTH_LIMIT)
+    accept(dev, 0, extents)
+    bs = region.block_size
+    spare = region.base + region.length // 2                  # far from every accepted extent
+    if tracked > len(extents):
+        dev.add_capacity(0, 0, [(spare + 2 * i * bs, bs) for i in range(tracked - len(extents))])
+    return dev
+
+
+@pytest.mark.parametrize("what,region,extents,entries,growths", GROWTH, ids=[g[0] for g in GROWTH])
+def test_release_extent_count_growth(what, region, extents, entries, growths):
+    """§5.3 Release DC: each entry adds the remainders it leaves at its two ends and removes the
+    extents it covers; tracked + the growth so far is checked after each entry, refused
+    (RESOURCES_EXHAUSTED) past max_extents (pending offers count)."""
+    growth = sum(growths)
+    peak = max(np.cumsum(growths))
+    tracked = GROWTH_LIMIT - max(peak, 0)                    # the peak reaches the limit exactly
+    dev = growth_device(region, extents, tracked)
+    held = dev.head_capacity(0)[1]
+    dev.release(0, entries)
+    assert len(dev.accepted(0)) == len(extents) + growth
+    assert dev.head_capacity(0)[1] == held - sum(n for _, n in entries)
+    assert dev.get_dc_config(0).available_extents == GROWTH_LIMIT - (tracked + growth)
+    for s, n in entries:
+        assert dev.holders(s) == [] and dev.holders(s + n - 64) == []
+    dev.check_invariants()
+    if peak >= 0:                                           # one more tracked extent: refused
+        dev = growth_device(region, extents, tracked + 1)
+        before = state(dev)
+        assert mailbox_code(dev.release, 0, entries) == ReturnCode.RESOURCES_EXHAUSTED
+        assert state(dev) == before
+
+
+@pytest.mark.parametrize("entries", [[(4 * MiB, BLK), (6 * MiB, BLK)], [(6 * MiB, BLK), (4 * MiB, BLK)]],
+                         ids=["ascending", "descending"])
+def test_release_entries_touching_inside_one_extent_grow_as_in_qemu(entries):
+    """§5.3 / QEMU cxl_dc_extent_release_dry_run: [4, 6) then [6, 8) MiB of the extent
+    [0, 16) MiB is a middle cut (+1) and then an end cut of a remainder (0): +1 in all, so it
+    fits a limit of 2 extents."""
+    dev = Device([R0], max_extents=2)
+    accept(dev, 0, [(0, 16 * MiB)])
+    dev.release(0, entries)
+    assert pairs(dev.accepted(0)) == [(0, 4 * MiB), (8 * MiB, 8 * MiB)]
+
+
+def test_release_limit_checked_after_each_extent_piece():
+    """QEMU checks cnt_delta + total_extent_count > limit after every extent piece.  With more
+    tracked than the limit (6 of 4: offers are not limited), an entry covering two whole
+    extents is refused at the first piece (5 > 4) though it ends at the limit (4)."""
+    dev = growth_device(R0, [(0, BLK), (BLK, BLK)], GROWTH_LIMIT + 2)
+    before = state(dev)
+    assert mailbox_code(dev.release, 0, [(0, 2 * BLK)]) == ReturnCode.RESOURCES_EXHAUSTED
+    assert state(dev) == before
+
+
 def test_generation_counts_accepts_and_releases():
     dev = two_regions(heads=2)
     assert dev.generation(0) == 0
@@ -648,6 +994,73 @@ def test_sanitize_waits_for_the_last_holder():
     assert dev.sanitized_bytes == 0 and dev.holders(0) == [1]
     dev.release(1, [(0, 4 * MiB)])
     assert dev.sanitized_bytes == 4 * MiB and dev.holders(0) == []
+
+
+def test_sanitize_counts_only_the_released_bytes_that_become_free():
+    """Sanitize on release counts exactly the released bytes nobody holds any more: a range
+    partly still held by another head (enable-shared-access, accepted or pending) counts only
+    its freed part, and the rest counts when its last holder releases it."""
+    dev = Device([Region(0, 64 * MiB, shareable=True, sanitize_on_release=True)], heads=3, vary_shared=False)
+    accept(dev, 0, [(0, 8 * MiB)], tag=T1)
+    share(dev, 1, T1, region=0)
+    dev.release(1, [(0, 4 * MiB)])                     # head 0 still holds [0, 4) MiB
+    assert dev.sanitized_bytes == 0
+    offer = share(dev, 2, T1, region=0, accept_all=False)
+    dev.release(0, [(0, 8 * MiB)])                     # [0, 4) pending on head 2, [4, 8) held by 1 and 2
+    assert dev.sanitized_bytes == 0
+    dev.add_response(2, pairs(offer.extents))
+    dev.release(2, [(0, 8 * MiB)])                     # frees [0, 4) MiB only: head 1 holds [4, 8)
+    assert dev.sanitized_bytes == 4 * MiB and dev.holders(4 * MiB) == [1]
+    dev.release(1, [(6 * MiB, BLK), (4 * MiB, BLK)])
+    assert dev.sanitized_bytes == 8 * MiB and dev.capacity(0).free == 64 * MiB
+    dev.check_invariants()
+
+
+def test_sanitize_request_flag_is_used_up_and_unmarked_bytes_count_0():
+    """release_capacity(..., sanitize=True), then the host's release of those ranges: the
+    released bytes count once, the mark is used up with them, and bytes in regions without the
+    flag that nobody asked to sanitize count 0."""
+    dev = two_regions(heads=1)                          # neither region has the flag
+    accept(dev, 0, [(0, 8 * MiB)])
+    accept(dev, 0, [(CM, 8 * MiB)], region=1, tag=T1)
+    dev.release_capacity(0, 0, [(BLK, BLK), (6 * MiB, BLK)], sanitize=True)
+    assert dev.sanitized_bytes == 0                     # nothing released yet
+    dev.release(0, [(6 * MiB, BLK), (BLK, BLK)])
+    assert dev.sanitized_bytes == 2 * BLK
+    dev.release(0, [(0, BLK), (4 * MiB, BLK), (CM, 8 * MiB)])     # nobody asked: 0
+    assert dev.sanitized_bytes == 2 * BLK
+    accept(dev, 0, [(0, 8 * MiB)])                      # the same bytes again: the mark is gone
+    dev.release(0, [(0, 8 * MiB)])
+    assert dev.sanitized_bytes == 2 * BLK
+    # tag-based, answered by the host in pieces
+    accept(dev, 0, [(CM, 8 * MiB)], region=1, tag=T2)
+    dev.release_capacity(0, 1, policy="tag-based", tag=T2, sanitize=True)
+    dev.release(0, [(CM, 4 * MiB)])
+    dev.release(0, [(CM + 4 * MiB, 4 * MiB)])
+    assert dev.sanitized_bytes == 2 * BLK + 8 * MiB
+
+
+def test_sanitize_request_flag_counts_only_the_marked_bytes():
+    """A host may release more than was asked (K11 releases a whole tag group, §4.4): only the
+    bytes the request marked count, not the whole released entry that touches them."""
+    dev = two_regions(heads=1)
+    accept(dev, 0, [(0, 8 * MiB)])
+    dev.release_capacity(0, 0, [(BLK, 4 * MiB)], sanitize=True)      # marks [2, 6) MiB
+    dev.release(0, [(0, 4 * MiB)])                                  # [2, 4) MiB of it
+    assert dev.sanitized_bytes == BLK
+    dev.release(0, [(4 * MiB, 4 * MiB)])                            # [4, 6) MiB of it
+    assert dev.sanitized_bytes == 4 * MiB
+
+
+def test_sanitize_region_flag_is_per_region():
+    """The Sanitize-on-Release flag (§2.1 flags bit 0) of each region decides for its bytes,
+    also within one Release DC spanning both regions."""
+    dev = Device([Region(0, 64 * MiB), Region(CM, 64 * MiB, sanitize_on_release=True)], heads=1)
+    accept(dev, 0, [(0, 8 * MiB)])
+    accept(dev, 0, [(CM, 8 * MiB)], region=1)
+    dev.release(0, [(CM + BLK, BLK), (0, 4 * MiB), (CM + 6 * MiB, BLK)])
+    assert dev.sanitized_bytes == 2 * BLK
+    assert [r.sanitize_on_release for r in dev.get_dc_config(0).regions] == [False, True]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -831,6 +1244,62 @@ def test_release_events():
     assert ev["available_extents"].tolist() == [MAX_EXTENTS - 2, MAX_EXTENTS - 2, MAX_EXTENTS - 2]
 
 
+def pieces_device():
+    """Head 0 in the shareable region: T1 [0, 4) and [4, 8) MiB (seq 0, 1), T2 [8, 12) MiB,
+    untagged [20, 28) MiB (offsets from the region base)."""
+    dev = two_regions(heads=2)
+    accept(dev, 0, [(CM, 4 * MiB), (CM + 4 * MiB, 4 * MiB)], region=1, tag=T1)
+    accept(dev, 0, [(CM + 8 * MiB, 4 * MiB)], region=1, tag=T2)
+    accept(dev, 0, [(CM + 20 * MiB, 8 * MiB)], region=1)
+    dev.take_events(0)
+    return dev
+
+
+PIECE_REQUEST = [(CM + 22 * MiB, BLK), (CM + BLK, 8 * MiB)]     # inside one extent; across three
+PIECES = [(CM + 22 * MiB, BLK, NULL_UUID, 0),
+          (CM + BLK, BLK, T1, 0), (CM + 4 * MiB, 4 * MiB, T1, 1), (CM + 8 * MiB, BLK, T2, 0)]
+LEFT = [(CM, BLK, T1, 0), (CM + 10 * MiB, BLK, T2, 0), (CM + 20 * MiB, BLK, NULL_UUID, 0),
+        (CM + 24 * MiB, 4 * MiB, NULL_UUID, 0)]
+
+
+def test_release_capacity_across_extents_one_event_per_piece():
+    """§3.2/§3.3: a prescriptive release range spanning several accepted extents gives one
+    Release event per extent piece, clipped to the range, each with its own extent's tag and
+    sequence number, in request order, More on all but the last; the host can answer with
+    exactly those pieces."""
+    dev = pieces_device()
+    before = state(dev)
+    ext = dev.release_capacity(0, 1, PIECE_REQUEST)
+    assert rows(ext) == PIECES
+    assert [(e["type"], e["start"], e["length"], uuid.UUID(e["tag"]), e["seq"], e["more"])
+            for e in dev.events_view(0)] == [("RELEASE_CAPACITY", *p, i < 3) for i, p in enumerate(PIECES)]
+    ev = dev.take_events(0)
+    assert rows(ev["extent"]) == PIECES and ev["region_index"].tolist() == [1] * 4
+    assert state(dev)[:3] == before[:3]                      # nothing released yet
+    assert [r[:2] for r in dev.log[-2]["extents"]] == [list(p[:2]) for p in PIECES]
+    dev.release(0, pairs(ext))
+    assert rows(dev.accepted(0)) == LEFT
+    assert dev.capacity(1).accepted == 10 * MiB
+    dev.check_invariants()
+
+
+def test_forced_release_across_extents_takes_back_exactly_the_pieces():
+    """A forced prescriptive release spanning several extents takes back exactly the pieces it
+    names (one Forced Release event each): the remainders stay accepted with their labels."""
+    dev = pieces_device()
+    gen = dev.generation(0)
+    ext = dev.release_capacity(0, 1, PIECE_REQUEST, forced=True)
+    assert rows(ext) == PIECES
+    assert [e["type"] for e in dev.events_view(0)] == ["FORCED_CAPACITY_RELEASE"] * 4
+    assert rows(dev.accepted(0)) == LEFT
+    assert dev.generation(0) == gen + 1
+    assert dev.capacity(1) == Capacity(64 * MiB, 54 * MiB, 0, 10 * MiB)
+    assert all(dev.holders(s) == [] for s, *_ in PIECES)
+    assert mailbox_code(dev.release, 0, [(CM + 4 * MiB, BLK)]) == ReturnCode.INVALID_PA
+    dev.check_invariants()
+    assert state(Device.replay(log_lines(dev))) == state(dev)
+
+
 def test_event_log_overflow():
     dev = two_regions(heads=1, event_log_size=4)
     dev.add_capacity(0, 0, [(i * BLK, BLK) for i in range(3)])
@@ -947,6 +1416,99 @@ def test_contiguous_needs_one_gap_that_fits():
     assert len(offer.extents) >= 2
     offer = dev.add_capacity(0, 0, policy="contiguous", length=2 * BLK)
     assert len(offer.extents) == 1 and offer.length == 2 * BLK
+
+
+def seeded_device(seed):
+    """Region 0 fragmented by head 1 (free runs of 2 blocks); head 0 accepted T1 (8 blocks) in the
+    shareable region 1, and head 1 has it pending (a seeded split and order)."""
+    dev = Device([Region(0, NB * BLK), Region(CM, NB * BLK, shareable=True)], heads=3, seed=seed)
+    accept(dev, 1, [(i * 3 * BLK, BLK) for i in range(NB // 3 + 1)])
+    accept(dev, 0, [(CM, 8 * BLK)], region=1, tag=T1)
+    share(dev, 1, T1, accept_all=False)
+    return dev
+
+
+def seeded_choices(dev):
+    """The next seeded choices: free, contiguous, and T1 split and ordered for head 2."""
+    return [rows(dev.add_capacity(0, 0, policy="free", length=3 * BLK).extents),
+            rows(dev.add_capacity(2, 0, policy="contiguous", length=2 * BLK).extents),
+            rows(share(dev, 2, T1, accept_all=False).extents),
+            rows(dev.add_capacity(0, 0, policy="free", length=4 * BLK).extents)]
+
+
+REFUSED_DRAWS = {
+    # refusals a seeded request may meet, before or after it drew from the generator
+    "free: longer than the region": lambda d: d.add_capacity(0, 0, policy="free", length=NB * BLK + BLK),
+    "free: more than is free": lambda d: d.add_capacity(0, 0, policy="free", length=NB * BLK),
+    "free: not block aligned": lambda d: d.add_capacity(0, 0, policy="free", length=3 * MiB),
+    "free: length 2**64": lambda d: d.add_capacity(0, 0, policy="free", length=2**64),
+    "contiguous: no gap fits": lambda d: d.add_capacity(0, 0, policy="contiguous", length=3 * BLK),
+    "contiguous: length 0": lambda d: d.add_capacity(0, 0, policy="contiguous", length=0),
+    "enable-shared-access: pending again (after the split is drawn)":
+        lambda d: d.add_capacity(1, 1, policy="enable-shared-access", tag=T1),
+    "enable-shared-access: a private region": lambda d: d.add_capacity(1, 0, policy="enable-shared-access", tag=T1),
+    "enable-shared-access: no capacity with the tag": lambda d: d.add_capacity(2, 1, policy="enable-shared-access",
+                                                                              tag=T2),
+}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 5])
+@pytest.mark.parametrize("refusal", sorted(REFUSED_DRAWS))
+def test_refused_requests_draw_nothing_from_the_generator(refusal, seed):
+    """A refused free / contiguous / enable-shared-access add draws nothing from the device's
+    random generator: the next seeded choices equal those of a device that never saw it."""
+    dev, twin = seeded_device(seed), seeded_device(seed)
+    before = state(dev)
+    with pytest.raises(RequestError):
+        REFUSED_DRAWS[refusal](dev)
+    assert state(dev) == before
+    assert seeded_choices(dev) == seeded_choices(twin)
+    assert state(Device.replay(log_lines(dev))) == state(dev)
+
+
+def test_seeded_choices_depend_on_the_generator():
+    """The check above can fail: one draw more changes the next seeded choices for some seed."""
+    differ = 0
+    for seed in range(6):
+        dev, twin = seeded_device(seed), seeded_device(seed)
+        dev._rng.random()                                      # white box: one extra draw
+        differ += seeded_choices(dev) != seeded_choices(twin)
+    assert differ
+
+
+@pytest.mark.parametrize("policy", ["free", "contiguous"])
+@pytest.mark.parametrize("length", [NB * BLK + BLK, 2**63, 2**64 - BLK, 2**64, 2**64 + BLK, 2**70,
+                                    np.uint64(2**64 - BLK)],
+                         ids=["region + 1 block", "2**63", "2**64 - 1 block", "2**64", "2**64 + 1 block",
+                              "2**70", "numpy 2**64 - 1 block"])
+def test_length_past_the_region_is_a_request_error(policy, length):
+    """free / contiguous with a length past the region length, up to 2**64 and beyond: a
+    RequestError (never OverflowError), logged, nothing changed, and it replays as refused."""
+    dev = Device([Region(0, NB * BLK)], heads=1)
+    before = state(dev)
+    with pytest.raises(RequestError, match="not enough free capacity"):
+        dev.add_capacity(0, 0, policy=policy, length=length)
+    assert state(dev) == before
+    assert dev.log[-1]["length"] == int(length) and "error" in dev.log[-1]
+    again = Device.replay(log_lines(dev))
+    assert again.log == dev.log
+
+
+def test_free_length_of_2_63_bytes_or_more():
+    """free in a region of 2**63 bytes or more, for a length of 2**63 or more."""
+    dev = Device([Region(0, 2**63)], heads=1)
+    assert dev.add_capacity(0, 0, policy="contiguous", length=2**63).length == 2**63     # passes
+    dev = Device([Region(0, 2**63)], heads=1)
+    assert dev.add_capacity(0, 0, policy="free", length=2**63).length == 2**63           # OverflowError
+
+
+def test_free_takes_exactly_the_length_after_a_gap_of_2_63_bytes_or_more():
+    """free: the offer is exactly ``length`` bytes, whatever order the seeded choice visits the
+    gaps in (here a gap of 2**64 - 512 MiB and one of 254 MiB)."""
+    for seed in range(6):
+        dev = Device([Region(0, 2**64 - CM)], heads=1, seed=seed)
+        dev.add_capacity(0, 0, [(2**64 - 2 * CM, BLK)])
+        assert dev.add_capacity(0, 0, policy="free", length=2**62).length == 2**62, seed
 
 
 def test_enable_shared_access_refusals():
@@ -1259,6 +1821,35 @@ def test_replay_of_an_empty_log():
         Device.replay(["", "  "])
 
 
+def test_replay_of_add_responses_in_more_payloads():
+    """§3.4 More in the log: each payload is one line with its More flag; the replay joins them
+    as the device did (an answered chain, a refused one), and a chain still open at the end
+    of the log is open on the replayed device too."""
+    dev, first, second = more_device()
+    for part in PAYLOADS[:-1]:
+        dev.add_response(0, part, more=True)
+    assert dev.mailbox(0, Opcode.ADD_DC_RESPONSE, updated(*PAYLOADS[-1])) == (ReturnCode.SUCCESS, b"")
+    assert send(dev, [SECOND[:1], [(60 * MiB, BLK)]], wire=True) == [ReturnCode.SUCCESS, ReturnCode.INVALID_PA]
+    dev.add_response(0, SECOND[:1], more=True)                 # left open
+    lines = log_lines(dev)
+    logged = [json.loads(line) for line in lines if json.loads(line)["op"] == "add_response"]
+    assert [(e.get("more", False), e["status"]) for e in logged] == [
+        (True, "SUCCESS"), (True, "SUCCESS"), (False, "SUCCESS"),
+        (True, "SUCCESS"), (False, "INVALID_PA"), (True, "SUCCESS")]
+    assert logged[0]["extents"] == [list(e) for e in PAYLOADS[0]]
+    again = Device.replay(lines)
+    assert state(again) == state(dev) and again.log == dev.log
+    for d in (dev, again):                                      # closing the open chain
+        d.add_response(0, SECOND[1:])
+    assert pairs(again.accepted(0)) == FIVE + SECOND
+    assert state(again) == state(dev)
+    # a changed More flag no longer replays the same
+    i = next(k for k, line in enumerate(lines) if json.loads(line).get("more"))
+    bad = corrupt(lines, i, lambda e: e.pop("more"))
+    with pytest.raises(CorruptDataError, match=r"log line \d+: replaying add_response"):
+        Device.replay(bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # 8. The state machine
 # ---------------------------------------------------------------------------------------------
@@ -1348,17 +1939,40 @@ class DeviceMachine(RuleBasedStateMachine):
         for i, (s, n, t, q) in enumerate(exts):
             self.events[h].append((int(kind), h, region, i < len(exts) - 1, s, n, t, q, avail))
 
-    def cut(self, h, ranges):
-        """Remove byte ranges from the head's accepted extents (splitting them)."""
+    @staticmethod
+    def cut_from(extents, ranges):
+        """Remove byte ranges from extents [(start, length, tag, seq)] (splitting them)."""
         out = []
-        for s, n, t, q in self.acc[h]:
+        for s, n, t, q in extents:
             pieces = [(s, s + n)]
             for a, ln in ranges:
                 b = a + ln
                 pieces = [p for lo, hi in pieces for p in ((lo, min(hi, a)), (max(lo, b), hi)) if p[0] < p[1]]
             out += [(lo, hi - lo, t, q) for lo, hi in pieces]
-        growth = len(out) - len(self.acc[h])
-        return sorted(out), growth
+        return sorted(out)
+
+    def cut(self, h, ranges):
+        """Remove byte ranges from the head's accepted extents: (the extents, growth in count)."""
+        out = self.cut_from(self.acc[h], ranges)
+        return out, len(out) - len(self.acc[h])
+
+    def pieces(self, h, ranges):
+        """The accepted extents each range meets, clipped to it, with their labels, in request
+        order then DPA order (one Release event each)."""
+        return [(max(s, a), min(s + n, a + ln) - max(s, a), t, q)
+                for a, ln in ranges for s, n, t, q in self.acc[h] if s < a + ln and a < s + n]
+
+    def release_fits(self, h, ranges):
+        """Release DC's extent-count check as QEMU's cxl_dc_extent_release_dry_run makes it:
+        each entry cut from the list the earlier entries left, the count checked after every
+        extent piece."""
+        cur, total, qemu = list(self.acc[h]), self.tracked(h), True
+        for a, ln in ranges:
+            for s, n, _, _ in [e for e in cur if e[0] < a + ln and a < e[0] + e[1]]:
+                total += -1 + (s < a) + (s + n > a + ln)
+                qemu &= total <= M_MAX_EXTENTS
+            cur = self.cut_from(cur, [(a, ln)])
+        return qemu
 
     def drop_sources(self, h):
         for (hh, t) in list(self.sources):
@@ -1520,8 +2134,10 @@ class DeviceMachine(RuleBasedStateMachine):
             assert mailbox_code(self.dev.add_response, h, resp) == ReturnCode.RESOURCES_EXHAUSTED
             return
         if data.draw(st.booleans(), label="as bytes"):
-            code, out = self.dev.mailbox(h, Opcode.ADD_DC_RESPONSE, updated(*resp))
-            assert (code, out) == (ReturnCode.SUCCESS, b"")
+            # in one payload, or in several with More (§3.4) as the kernel splits it
+            size = data.draw(st.sampled_from([MAILBOX_PAYLOAD_SIZE, 8 + 24, 8 + 2 * 24]), label="payload size")
+            for raw in split_updated_extent_list([UpdatedExtent(s, n) for s, n in resp], size):
+                assert self.dev.mailbox(h, Opcode.ADD_DC_RESPONSE, raw) == (ReturnCode.SUCCESS, b"")
         else:
             self.dev.add_response(h, resp)
         self.offers[h].popleft()
@@ -1582,7 +2198,8 @@ class DeviceMachine(RuleBasedStateMachine):
 
     def host_release(self, h, ranges):
         cut, growth = self.cut(h, ranges)
-        if self.tracked(h) + growth > M_MAX_EXTENTS:
+        fits = self.release_fits(h, ranges)
+        if not fits:
             assert mailbox_code(self.dev.release, h, ranges) == ReturnCode.RESOURCES_EXHAUSTED
             return False
         self.dev.release(h, ranges)
@@ -1590,9 +2207,6 @@ class DeviceMachine(RuleBasedStateMachine):
         self.gen[h] += 1
         self.drop_sources(h)
         return True
-
-    def label_of(self, h, s):
-        return next((t, q) for a, n, t, q in self.acc[h] if a <= s < a + n)
 
     @precondition(lambda self: any(self.acc))
     @rule(mode=st.sampled_from(["host", "fm", "forced"]), data=st.data())
@@ -1608,7 +2222,7 @@ class DeviceMachine(RuleBasedStateMachine):
             self.host_release(h, ranges)
             return
         ext = self.dev.release_capacity(h, region, ranges, forced=mode == "forced")
-        want = [(s, n, *self.label_of(h, s)) for s, n in ranges]
+        want = self.pieces(h, ranges)                # one event per extent piece
         assert rows(ext) == want
         if mode == "forced":
             self.acc[h] = self.cut(h, ranges)[0]

@@ -94,7 +94,7 @@ class _Head:
     """One head's state (see the module docstring)."""
 
     __slots__ = ("accepted", "pending", "offers", "events", "queued", "overflow", "generation",
-                 "sanitize", "response")
+                 "sanitize", "response", "tags")
 
     def __init__(self) -> None:
         self.accepted = ExtentMap(_GRANULE)
@@ -106,6 +106,9 @@ class _Head:
         self.generation = 0
         self.sanitize = ExtentMap(_GRANULE)   # ranges a release asked to sanitize
         self.response: List[Tuple[np.ndarray, np.ndarray]] = []   # Add-Response payloads with More
+        # tag id -> [accepted bytes, lowest DPA, end of the highest extent]: where to look for
+        # a tag's extents without scanning the whole map (the span may be wider than needed).
+        self.tags: Dict[int, List[int]] = {}
 
     def tracked(self) -> int:
         return len(self.accepted) + len(self.pending)
@@ -484,11 +487,13 @@ class Device:
                 raise RequestError(f"no {length:#x} bytes of contiguous free capacity in the region")
             k = int(fits[self._rng.randrange(len(fits))])
             return np.array([lo[k]], np.uint64), np.array([length], np.uint64)
-        if int(size.sum()) < length:
+        if int(size.astype(object).sum()) < length:
             raise RequestError(f"not enough free capacity in the region for {length:#x} bytes")
         order = np.array(self._rng.sample(range(len(lo)), len(lo)), dtype=np.intp)
-        take = np.minimum(size[order], np.maximum(
-            np.int64(length) - np.concatenate([[0], np.cumsum(size[order].astype(np.int64))[:-1]]), 0).astype(np.uint64))
+        sz = size[order]
+        before = np.cumsum(sz) - sz          # bytes taken before each gap (< 2**64: inside a region)
+        want = np.uint64(length)
+        take = np.where(before < want, np.minimum(sz, want - np.minimum(before, want)), np.uint64(0))
         used = take > 0
         return lo[order][used], take[used]
 
@@ -504,15 +509,12 @@ class Device:
         src = None
         most = 0          # the head holding the most bytes of the tag (the lowest on a tie)
         for other in range(self.nheads):
-            if other == h or tid is None:
+            if other == h or tid is None or tid not in self._heads[other].tags:
                 continue
-            s, n, _, lab = self._heads[other].accepted.to_arrays()
-            mine = self._records.tag[lab.astype(np.intp)] == tid
-            inside = (s >= np.uint64(reg.base)) & (s < np.uint64(reg.base) + np.uint64(reg.length))
-            mine &= inside
-            if mine.any() and int(n[mine].sum()) > most:
-                src = s[mine], n[mine], self._records.seq[lab[mine].astype(np.intp)]
-                most = int(n[mine].sum())
+            ext = self._tag_extents(self._heads[other], reg, t)
+            held = int(ext["length"].astype(object).sum())
+            if held > most:
+                src, most = (ext["start"], ext["length"], ext["shared_seq"]), held
         if src is None:
             raise RequestError("no capacity with this tag to share")
         s, n, q = src
@@ -600,25 +602,56 @@ class Device:
         return ext
 
     def _tag_extents(self, h: _Head, reg: Region, t: uuid.UUID) -> np.ndarray:
+        """The extents a head accepted under tag ``t`` in region ``reg`` (EXTENT_DTYPE, DPA order)."""
         tid = self._records.tag_ids.get(t)
-        s, n, _, lab = h.accepted.overlapping(reg.base, reg.length) if len(h.accepted) else \
-            (np.zeros(0, np.uint64),) * 3 + (np.zeros(0, np.uint32),)
-        mine = self._records.tag[lab.astype(np.intp)] == tid if tid is not None else np.zeros(len(s), bool)
+        span = h.tags.get(tid) if tid is not None else None
+        lo, hi = (max(span[1], reg.base), min(span[2], reg.end)) if span else (0, 0)
+        if lo >= hi:
+            return np.zeros(0, EXTENT_DTYPE)
+        s, n, _, lab = h.accepted.overlapping(lo, hi - lo)
+        mine = (self._records.tag[lab.astype(np.intp)] == tid) & (s >= np.uint64(reg.base))
         return self._records.extents(s[mine], n[mine], lab[mine])
 
+    def _count_tags(self, h: _Head, starts: np.ndarray, lengths: np.ndarray, labels: np.ndarray,
+                    sign: int) -> None:
+        """Add (sign 1) or take away (sign -1) accepted bytes per tag in the head's tag index."""
+        tids = self._records.tag[labels.astype(np.intp)]
+        for tid in np.unique(tids).tolist():
+            mine = tids == tid
+            nbytes = int(lengths[mine].astype(object).sum())
+            entry = h.tags.get(tid)
+            if sign > 0:
+                lo, hi = int(starts[mine].min()), int((starts[mine].astype(object) + lengths[mine]).max())
+                if entry is None:
+                    h.tags[tid] = [nbytes, lo, hi]
+                else:
+                    entry[0] += nbytes
+                    entry[1], entry[2] = min(entry[1], lo), max(entry[2], hi)
+            elif entry is not None:
+                entry[0] -= nbytes
+                if entry[0] <= 0:
+                    del h.tags[tid]
+
     def _take_back(self, h: int, starts: np.ndarray, lengths: np.ndarray, sanitize: bool) -> None:
-        """Remove accepted ranges of head h (already checked) and free what nobody else holds."""
+        """Remove accepted ranges of head h (already checked) and free what nobody else holds.
+
+        Bytes that become free are sanitized (counted) where the region says so, the release
+        asked for it (``sanitize``), or an earlier release request marked them."""
         if not len(starts):
             return
         head = self._heads[h]
+        self._count_tags(head, *_pieces(head.accepted, starts, lengths), -1)
         head.accepted.remove_many(starts, lengths)
         self._holders.remove_many(np.full(len(starts), h, np.uint64), starts, lengths)
-        wipe = self._sanitize_flag[np.searchsorted(self._bases, starts, side="right") - 1] | sanitize
+        whole = self._sanitize_flag[np.searchsorted(self._bases, starts, side="right") - 1] | sanitize
+        wipe_s, wipe_n = [starts[whole]], [lengths[whole]]
         if len(head.sanitize):
-            wipe |= head.sanitize.classify_many(starts, lengths) != ExtentMap.FREE
+            marked = _pieces(head.sanitize, starts[~whole], lengths[~whole])
+            wipe_s.append(marked[0])
+            wipe_n.append(marked[1])
             head.sanitize.remove_many(starts, lengths)
-        for s, n in zip(starts[wipe].tolist(), lengths[wipe].tolist()):   # the bytes now free
-            self.sanitized_bytes += int(self._holders.gaps(s, s + n).lengths.sum())
+        for s, n in zip(np.concatenate(wipe_s).tolist(), np.concatenate(wipe_n).tolist()):
+            self.sanitized_bytes += int(self._holders.gaps(s, s + n).lengths.astype(object).sum())
         head.generation += 1
 
     # ------------------------------------------------------------------ host side: mailbox
@@ -724,6 +757,7 @@ class Device:
         if len(starts):
             h.accepted.insert_many(starts, lengths, labels=labels)
             self._holders.add_many(np.full(len(starts), hid, np.uint64), starts, lengths)
+            self._count_tags(h, starts, lengths, labels, 1)
             h.generation += 1
         h.offers.popleft()
 
@@ -742,18 +776,7 @@ class Device:
             if not len(starts):
                 raise MailboxError("a Release DC with no extents", ReturnCode.INVALID_INPUT)
             self._malformed(starts, lengths)
-            kinds = h.accepted.classify_many(starts, lengths)
-            bad = (kinds != ExtentMap.WITHIN) & (kinds != ExtentMap.COVERED)
-            growth = np.cumsum(self._split_growth(h.accepted, starts, lengths, ~bad))
-            over = h.tracked() + growth > self.max_extents
-            i_pa = int(np.argmax(bad)) if bad.any() else len(starts)
-            i_ex = int(np.argmax(over)) if over.any() else len(starts)
-            if i_pa < len(starts) and i_pa <= i_ex:
-                raise MailboxError(f"extent {i_pa} at {int(starts[i_pa]):#x} is not accepted capacity",
-                                   ReturnCode.INVALID_PA)
-            if i_ex < len(starts):
-                raise MailboxError(f"extent {i_ex}: the release would split extents past the limit of "
-                                   f"{self.max_extents}", ReturnCode.RESOURCES_EXHAUSTED)
+            self._release_dry_run(h, starts, lengths)
         except MailboxError as e:
             entry["status"] = ReturnCode(e.code).name
             self._record(entry)
@@ -762,21 +785,31 @@ class Device:
         entry["status"] = "SUCCESS"
         self._record(entry)
 
-    @staticmethod
-    def _split_growth(m: ExtentMap, starts: np.ndarray, lengths: np.ndarray, backed: np.ndarray) -> np.ndarray:
-        """For each disjoint range fully inside extents of ``m`` (where ``backed``), how many
-        more extents ``m`` has once the range is removed: the remainders it leaves at its two
-        ends, less the extents it covers (0 where not backed)."""
-        g = np.uint64(m.granule)
-        ends = starts + lengths                       # wraps to 0 for a range ending at 2**64
-        first = m.lookup_many(starts)
-        last = m.lookup_many(ends - g)
-        before = m.lookup_many(np.where(starts > 0, starts - g, starts))
-        after = m.lookup_many(ends)
-        head = (starts > 0) & (before == first)
-        tail = (ends != 0) & (after == last)
-        out = head.astype(np.int64) + tail - (last - first + 1)
-        return np.where(backed, out, 0)
+    def _release_dry_run(self, h: _Head, starts: np.ndarray, lengths: np.ndarray) -> None:
+        """QEMU ``cxl_dc_extent_release_dry_run`` on a copy of the extents the entries touch:
+        entry by entry, a range not fully accepted is INVALID_PA; then extent by extent, the
+        extent goes (-1) and the remainders left at its ends come back (+1 each), and a running
+        count above ``max_extents`` is RESOURCES_EXHAUSTED."""
+        kinds = h.accepted.classify_many(starts, lengths)
+        backed = (kinds == ExtentMap.WITHIN) | (kinds == ExtentMap.COVERED)
+        lo = int(starts.min())
+        hi = int((starts.astype(object) + lengths).max())
+        trial = ExtentMap(_GRANULE)
+        trial.insert_many(*h.accepted.overlapping(lo, hi - lo)[:2])
+        count = h.tracked()
+        for i, (s, n) in enumerate(zip(starts.tolist(), lengths.tolist())):
+            if not backed[i]:
+                raise MailboxError(f"extent {i} at {s:#x} is not accepted capacity", ReturnCode.INVALID_PA)
+            o = trial.overlapping(s, n)
+            delta = np.full(len(o.starts), -1, np.int64)
+            delta[0] += int(o.starts[0]) < s                                  # head remainder
+            delta[-1] += int(o.starts[-1]) + int(o.lengths[-1]) > s + n       # tail remainder
+            running = count + np.cumsum(delta)
+            if (running > self.max_extents).any():
+                raise MailboxError(f"extent {i} at {s:#x}: the release would split extents past the "
+                                   f"limit of {self.max_extents}", ReturnCode.RESOURCES_EXHAUSTED)
+            count = int(running[-1])
+            trial.remove(s, n)
 
     def get_dc_config(self, head: int, region_count: int = 8, start_region: int = 0) -> R.GetDcConfigOut:
         """Get DC Configuration (4800h) for a head (§2.1)."""
