@@ -2349,3 +2349,32 @@ class DeviceMachine(RuleBasedStateMachine):
 # keeps the default run to a few seconds (the ci profile still runs 200 machines of 100 steps).
 DeviceMachine.TestCase.settings = settings(max_examples=max(10, settings.default.max_examples // 3))
 TestDeviceMachine = DeviceMachine.TestCase
+
+
+# ============================================================================ FM API on the wire (§3.6)
+
+def test_3_6_fm_initiate_dc_add_and_release_on_the_wire():
+    """§3.6: Initiate DC Add (5604h) / Release (5605h) payloads drive add_capacity /
+    release_capacity; refusals are INVALID_INPUT, short payloads INVALID_PAYLOAD_LENGTH, and
+    every exchange is in the log and replays."""
+    dev = Device([R0], heads=2)
+    tag = uuid.UUID(int=5)
+    add = R.pack_fm_dc_add(R.FmDcAdd(1, R.SelectionPolicy.PRESCRIPTIVE, 0, tag=tag,
+                                     extents=[R.DcExtent(0, BLK), R.DcExtent(4 * MiB, BLK)]))
+    assert dev.fm_mailbox(R.Opcode.FM_INITIATE_DC_ADD, add) == (ReturnCode.SUCCESS, b"")
+    assert [(e["start"], e["more"], e["tag"]) for e in dev.events_view(1)] == \
+        [(0, True, str(tag)), (4 * MiB, False, str(tag))]
+    before = state(dev)
+    assert dev.fm_mailbox(R.Opcode.FM_INITIATE_DC_ADD, add)[0] == ReturnCode.INVALID_INPUT
+    assert dev.log[-1]["error"] == "cannot add DPA again while still pending"
+    assert dev.fm_mailbox(R.Opcode.FM_INITIATE_DC_ADD, add[:10])[0] == ReturnCode.INVALID_PAYLOAD_LENGTH
+    assert dev.fm_mailbox(R.Opcode.FM_GET_DCD_INFO, b"")[0] == ReturnCode.UNSUPPORTED
+    assert state(dev) == before
+    dev.add_response(1, [(0, BLK), (4 * MiB, BLK)])
+    rel = R.pack_fm_dc_release(R.FmDcRelease(1, R.RemovalPolicy.TAG_BASED, 0, tag=tag, forced_removal=True))
+    assert dev.fm_mailbox(R.Opcode.FM_INITIATE_DC_RELEASE, rel)[0] == ReturnCode.SUCCESS
+    assert dev.capacity(0).free == dev.capacity(0).total
+    buf = io.StringIO()
+    dev.write_log(buf)
+    again = Device.replay(buf.getvalue().splitlines())
+    assert state(again) == state(dev) and again.log == dev.log

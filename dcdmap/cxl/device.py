@@ -889,6 +889,36 @@ class Device:
             return ReturnCode.INVALID_INPUT, b""
         return None, b""
 
+    def fm_mailbox(self, opcode: int, payload: bytes) -> Tuple[ReturnCode, bytes]:
+        """An FM-API command on the wire (§3.6): Initiate DC Add (5604h) or Initiate DC Release
+        (5605h), applied as :meth:`add_capacity` / :meth:`release_capacity` (extents at their
+        absolute DPA; the header's tag, length, policy and flags).  A payload that does not
+        unpack is INVALID_PAYLOAD_LENGTH (truncated) or INVALID_INPUT; a refused request is
+        INVALID_INPUT (its text is in the log); another opcode is UNSUPPORTED."""
+        try:
+            if opcode == R.Opcode.FM_INITIATE_DC_ADD:
+                p = R.unpack_fm_dc_add(payload)
+                self.add_capacity(p.host_id, p.region, [(e.start, e.length) for e in p.extents],
+                                  policy=p.selection_policy, length=p.length or None, tag=p.tag)
+            elif opcode == R.Opcode.FM_INITIATE_DC_RELEASE:
+                p = R.unpack_fm_dc_release(payload)
+                self.release_capacity(p.host_id, p.region, [(e.start, e.length) for e in p.extents],
+                                      policy=p.removal_policy, tag=p.tag, forced=p.forced_removal,
+                                      sanitize=p.sanitize_on_release)
+            else:
+                code = ReturnCode.UNSUPPORTED
+        except RequestError:                          # logged by the request itself
+            return ReturnCode.INVALID_INPUT, b""
+        except R.RecordError as e:
+            code = ReturnCode.INVALID_PAYLOAD_LENGTH if isinstance(e, R.RecordTruncatedError) \
+                else ReturnCode.INVALID_INPUT
+        else:
+            if opcode in (R.Opcode.FM_INITIATE_DC_ADD, R.Opcode.FM_INITIATE_DC_RELEASE):
+                return ReturnCode.SUCCESS, b""
+        self._record({"op": "fm_mailbox", "opcode": int(opcode), "payload": bytes(payload).hex(),
+                      "status": code.name})
+        return code, b""
+
     # ------------------------------------------------------------------ events
 
     def take_events(self, head: int, limit: Optional[int] = None) -> np.ndarray:
@@ -1054,6 +1084,8 @@ class Device:
                 self.get_extent_list(e["head"], e["count"], e["start_index"])
             elif op == "mailbox":
                 self.mailbox(e["head"], e["opcode"], bytes.fromhex(e["payload"]))
+            elif op == "fm_mailbox":
+                self.fm_mailbox(e["opcode"], bytes.fromhex(e["payload"]))
             else:
                 raise CorruptDataError(f"unknown operation {op!r}")
         except (MailboxError, RequestError):
