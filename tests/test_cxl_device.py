@@ -2378,3 +2378,38 @@ def test_3_6_fm_initiate_dc_add_and_release_on_the_wire():
     dev.write_log(buf)
     again = Device.replay(buf.getvalue().splitlines())
     assert state(again) == state(dev) and again.log == dev.log
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_release_each_is_one_release_dc_per_extent(seed):
+    """§4.4/§5.3: release_each(head, extents) = one Release DC per extent, in order: the same
+    codes, state and log as calling release() for each, on the batch path (whole accepted
+    extents) and on the one-by-one path (parts, repeats, unaccepted ranges, a limit)."""
+    rng = np.random.default_rng(seed)
+    blocks = sorted(rng.choice(64, 24, replace=False).tolist())
+    ext = [(b * BLK, BLK) for b in blocks]
+
+    def fresh():
+        dev = Device([R0], max_extents=60)         # the Add-Response counts pending twice
+        dev.add_capacity(0, 0, ext)
+        dev.add_response(0, ext)
+        return dev
+
+    chosen = [ext[i] for i in rng.permutation(len(ext))[: int(rng.integers(1, 12))]]
+    if seed % 3 == 1:
+        chosen.append(chosen[0])                                  # released twice: INVALID_PA
+    if seed % 3 == 2:
+        chosen.insert(0, (chosen[0][0], 64 * 1024))               # a part of an extent
+        chosen.append((70 * BLK, BLK))                            # outside: INVALID_PA
+    a, b = fresh(), fresh()
+    codes = a.release_each(0, chosen)
+    want = []
+    for s, n in chosen:
+        try:
+            b.release(0, [(s, n)])
+            want.append(ReturnCode.SUCCESS)
+        except MailboxError as e:
+            want.append(e.code)
+    assert codes == want
+    assert state(a) == state(b) and a.log == b.log and a.generation(0) == b.generation(0)
+    a.check_invariants()

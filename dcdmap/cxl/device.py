@@ -785,6 +785,43 @@ class Device:
         entry["status"] = "SUCCESS"
         self._record(entry)
 
+    def release_each(self, head: int, extents: ExtentsLike) -> List[ReturnCode]:
+        """One Release DC (4803h) per extent, in order, as a host's teardown sends them: the
+        same result and log as that many :meth:`release` calls, each with one extent.
+
+        When every extent is a whole accepted extent (the teardown of a tag group), each
+        command succeeds whatever the others do (it removes one extent: nothing to split,
+        nothing unbacked), so they are applied in one batch.  Otherwise they run one by one.
+        """
+        h = self._head(head)
+        starts, lengths = _pairs(extents)
+        if not len(starts):
+            return []
+        m, g = h.accepted, np.uint64(_GRANULE)
+        batch = bool((lengths > 0).all() and not ((starts | lengths) % g).any()
+                     and (lengths - np.uint64(1) <= ~starts).all())           # valid, no wrap
+        batch = batch and bool((m.classify_many(starts, lengths) == ExtentMap.WITHIN).all())
+        if batch:                                     # ... and each range is a whole extent, once
+            rank = m.lookup_many(starts)
+            ends = starts + lengths                       # 0 for an extent ending at 2**64
+            batch = bool(((starts == 0) | (m.lookup_many(starts - g) != rank)).all()
+                         and ((ends == 0) | (m.lookup_many(ends) != rank)).all()
+                         and len(np.unique(rank)) == len(rank))
+        if not batch:
+            codes = []
+            for s, n in zip(starts.tolist(), lengths.tolist()):
+                try:
+                    self.release(head, [(s, n)])
+                    codes.append(ReturnCode.SUCCESS)
+                except MailboxError as e:
+                    codes.append(ReturnCode(e.code))
+            return codes
+        for s, n in zip(starts.tolist(), lengths.tolist()):
+            self._record({"op": "release", "head": int(head), "extents": [[s, n]], "status": "SUCCESS"})
+        self._take_back(int(head), starts, lengths, False)
+        h.generation += len(starts) - 1                   # one bump per command
+        return [ReturnCode.SUCCESS] * len(starts)
+
     def _release_dry_run(self, h: _Head, starts: np.ndarray, lengths: np.ndarray) -> None:
         """QEMU ``cxl_dc_extent_release_dry_run`` on a copy of the extents the entries touch:
         entry by entry, a range not fully accepted is INVALID_PA; then extent by extent, the

@@ -455,15 +455,11 @@ class Host:
             del self._by_tag[group.tag]
 
     def _send_release(self, starts: np.ndarray, lengths: np.ndarray) -> None:
-        """One Release DC (4803h) per extent, as each member's teardown sends it.  (The
-        payload would be one 24-byte entry; the device is called with it directly.)"""
-        for s, n in zip(starts.tolist(), lengths.tolist()):
-            try:
-                self.device.release(self.head, [(s, n)])
-                status = "SUCCESS"
-            except MailboxError as e:
-                status = ReturnCode(e.code).name
-            self._note("release_dc", start=s, length=n, status=status)
+        """One Release DC (4803h) per extent, as each member's teardown sends it.  (Each
+        payload would be one 24-byte entry; the device is called with the extents directly.)"""
+        codes = self.device.release_each(self.head, np.stack([starts, lengths], axis=1))
+        for s, n, code in zip(starts.tolist(), lengths.tolist(), codes):
+            self._note("release_dc", start=s, length=n, status=code.name)
 
     # ------------------------------------------------------------------ region lifecycle (§4.5)
 
