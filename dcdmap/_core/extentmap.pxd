@@ -56,6 +56,13 @@ cdef struct MapView:     # what a search needs; lives inside its ExtentMap (its 
     index_t nleaves
 
 
+cdef enum QueryMode:
+    Q_TRANSLATE     # out_addr[i] = translation (or the fill value)
+    Q_LOOKUP        # out_index[i] = rank of the extent, or -1
+    Q_CONTAINS      # out_found[i] = 0 / 1
+    Q_LABEL         # out_index[i] = label of the extent, or -1
+
+
 cdef class ExtentMap:
     cdef MapView v              # leaves and fences (see MapView)
     cdef index_t leaves_alloc   # slots allocated in leaves[] and fence[]
@@ -100,6 +107,7 @@ cdef class ExtentMap:
     # Python-level helpers (argument checks, guards, results).
     cdef add_batch(self, starts, lengths, targets, labels)
     cdef fill_arrays(self, out)
+    cdef index_query(self, addrs, QueryMode mode)
     cdef int check_range(self, start, length, addr_t* first, addr_t* last) except -1
     cdef tuple window(self, lo, hi)
     cdef object make_extent(self, Leaf* leaf, index_t j)
@@ -114,12 +122,6 @@ cdef class ExtentMap:
 # Find the extent holding addr starting from the finger's previous answer (cheap when
 # successive addresses are close); the finger must start as li = -1.
 cdef bint finger_find(const MapView* v, Finger* f, addr_t addr) noexcept nogil
-
-cdef enum QueryMode:
-    Q_TRANSLATE     # out_addr[i] = translation (or the fill value)
-    Q_LOOKUP        # out_index[i] = rank of the extent, or -1
-    Q_CONTAINS      # out_found[i] = 0 / 1
-    Q_LABEL         # out_index[i] = label of the extent, or -1
 
 # Answer n queries in one pass without the GIL (sorting them first for locality when many).
 # Returns the caller's index of the first unmapped address when translating without a fill

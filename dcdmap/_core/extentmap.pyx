@@ -1413,28 +1413,41 @@ cdef class ExtentMap:
             raise UnmappedError(f"addrs[{bad}] = {int(arr[bad]):#x} is not mapped")
         return result
 
-    def lookup_many(self, addrs):
-        """For each address, the index (in address order, as ``m[i]``) of the extent holding it,
-        or -1.  Returns a new int64 array."""
+    cdef index_query(self, addrs, QueryMode mode):
+        """lookup_many / labels_many / contains_many: one query loop, int64 (or bool) out."""
         cdef const addr_t[::1] q
-        cdef int64_t[::1] out
+        cdef int64_t[::1] out_index
+        cdef uint8_t[::1] out_found
+        cdef int64_t* pi = NULL
+        cdef uint8_t* pf = NULL
         cdef index_t n, bad
         arr = as_u64_array(addrs, "addrs")
         n = arr.shape[0]
-        result = np.empty(n, dtype=np.int64)
-        out = result
+        result = np.empty(n, dtype=np.bool_ if mode == Q_CONTAINS else np.int64)
+        if n:
+            if mode == Q_CONTAINS:
+                out_found = result.view(np.uint8)
+                pf = &out_found[0]
+            else:
+                out_index = result
+                pi = &out_index[0]
         q = arr
         self.begin_read()
         try:
-            self.ensure_prefix()
+            if mode == Q_LOOKUP:
+                self.ensure_prefix()
             with nogil:
-                bad = query_batch(self, &q[0] if n else NULL, n, Q_LOOKUP, NULL,
-                                  &out[0] if n else NULL, NULL, False, 0)
+                bad = query_batch(self, &q[0] if n else NULL, n, mode, NULL, pi, pf, False, 0)
         finally:
             self.readers -= 1
         if bad == -2:
             raise MemoryError()
         return result
+
+    def lookup_many(self, addrs):
+        """For each address, the index (in address order, as ``m[i]``) of the extent holding it,
+        or -1.  Returns a new int64 array."""
+        return self.index_query(addrs, Q_LOOKUP)
 
     def labels_many(self, addrs):
         """For each address, the label of the extent holding it, or -1.  Returns a new int64
@@ -1444,45 +1457,11 @@ cdef class ExtentMap:
         >>> m.labels_many([0, 0x40]).tolist()
         [7, -1]
         """
-        cdef const addr_t[::1] q
-        cdef int64_t[::1] out
-        cdef index_t n, bad
-        arr = as_u64_array(addrs, "addrs")
-        n = arr.shape[0]
-        result = np.empty(n, dtype=np.int64)
-        out = result
-        q = arr
-        self.begin_read()
-        try:
-            with nogil:
-                bad = query_batch(self, &q[0] if n else NULL, n, Q_LABEL, NULL,
-                                  &out[0] if n else NULL, NULL, False, 0)
-        finally:
-            self.readers -= 1
-        if bad == -2:
-            raise MemoryError()
-        return result
+        return self.index_query(addrs, Q_LABEL)
 
     def contains_many(self, addrs):
         """For each address, whether it is mapped.  Returns a new bool array."""
-        cdef const addr_t[::1] q
-        cdef uint8_t[::1] out
-        cdef index_t n, bad
-        arr = as_u64_array(addrs, "addrs")
-        n = arr.shape[0]
-        result = np.empty(n, dtype=np.bool_)
-        out = result.view(np.uint8)
-        q = arr
-        self.begin_read()
-        try:
-            with nogil:
-                bad = query_batch(self, &q[0] if n else NULL, n, Q_CONTAINS, NULL, NULL,
-                                  &out[0] if n else NULL, False, 0)
-        finally:
-            self.readers -= 1
-        if bad == -2:
-            raise MemoryError()
-        return result
+        return self.index_query(addrs, Q_CONTAINS)
 
     # Answers of classify_many: how a range meets the map.
     FREE = K_FREE        # no byte of the range is mapped

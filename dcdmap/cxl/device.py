@@ -343,6 +343,10 @@ class Device:
             raise RequestError("region id is too large")
         return self.regions[int(region)]
 
+    def _addressed(self, head: Any, region: Any, tag: Any) -> Tuple[_Head, Region, uuid.UUID]:
+        """The head, region and tag a request names, checked in QEMU's order."""
+        return self._head(head), self._region(region), _tag(tag)
+
     def _record(self, entry: Dict[str, Any]) -> None:
         self.log.append(entry)
 
@@ -429,9 +433,7 @@ class Device:
 
     def _add_capacity(self, head: Any, region: Any, extents: Any, policy: Any, length: Any, tag: Any) -> Offer:
         pol = _policy(SelectionPolicy, policy)
-        h = self._head(head)
-        reg = self._region(region)
-        t = _tag(tag)
+        h, reg, t = self._addressed(head, region, tag)
         if pol == SelectionPolicy.PRESCRIPTIVE:
             starts, lengths = _pairs(extents)
             self._check_request(reg, starts, lengths, [
@@ -574,9 +576,7 @@ class Device:
     def _release_capacity(self, head: Any, region: Any, extents: Any, policy: Any, tag: Any,
                           forced: bool, sanitize: bool) -> np.ndarray:
         pol = _policy(RemovalPolicy, policy)
-        h = self._head(head)
-        reg = self._region(region)
-        t = _tag(tag)
+        h, reg, t = self._addressed(head, region, tag)
         if pol == RemovalPolicy.PRESCRIPTIVE:
             starts, lengths = _pairs(extents)
             self._check_request(reg, starts, lengths, [
