@@ -35,7 +35,7 @@ import json
 import random
 import uuid
 from dataclasses import dataclass
-from typing import IO, Any, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import IO, Any, Deque, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 

@@ -40,10 +40,10 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .._core import ExtentMap, TagView
-from ..errors import ConfigurationError, HostError, MailboxError, SequenceError
+from ..errors import ConfigurationError, HostError, SequenceError
 from . import records as R
 from .device import MAILBOX_PAYLOAD_SIZE, Device
-from .records import DC_EVENT_DTYPE, NULL_UUID, DcEventType, ReturnCode
+from .records import NULL_UUID, DcEventType, ReturnCode
 from .regions import Region, check_regions
 
 __all__ = ["Host", "TagGroup", "DaxDevice", "PMD_SIZE", "MAX_PENDING_EXTENTS", "ADD_TIMEOUT_TICKS",
