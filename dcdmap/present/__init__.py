@@ -1,0 +1,14 @@
+"""Presenting a host's dynamic capacity to a virtual machine (reference: presentations.md).
+
+Three models behind one interface (:class:`~dcdmap.present.base.Presentation`): memory
+hot-plug with EFI_MEMORY_SP (``hotplug``), virtio-mem (``virtio_mem``), and an emulated CXL
+Type 3 device (``type3``).  Each places a host's tag groups in the guest physical address
+space (engine maps) and reports the same :class:`~dcdmap.present.base.Metrics`.
+"""
+from .base import (
+    BEST_EFFORT, GUARANTEED, SHUTDOWN_ONLY, GuestAddressSpace, MemoryBlocks, Metrics, Presentation, Removal,
+    x86_memory_block_size,
+)
+
+__all__ = ["Metrics", "Removal", "GuestAddressSpace", "MemoryBlocks", "Presentation",
+           "GUARANTEED", "BEST_EFFORT", "SHUTDOWN_ONLY", "x86_memory_block_size"]
