@@ -1627,3 +1627,27 @@ HostsMachine.TestCase.settings = _machine_settings
 NonShareableFirstMachine.TestCase.settings = _machine_settings
 TestHostsShareableFirst = HostsMachine.TestCase
 TestHostsNonShareableFirst = NonShareableFirstMachine.TestCase
+
+
+def test_lose_forgets_a_group_without_telling_the_device():
+    """Host.lose: after a forced release the model drops the stale group; no Release DC goes
+    out, a claimed group is EBUSY and an unknown tag ENOENT, both changing nothing."""
+    import errno as _errno
+    dev = device()
+    host = Host(dev)
+    dev.add_capacity(0, 0, [(0, 2 * MiB), (8 * MiB, 2 * MiB)], tag=TA)
+    host.poll()
+    dax = host.create_dax(TA)
+    with pytest.raises(HostError) as e:
+        host.lose(TA, "test")
+    assert e.value.errno == _errno.EBUSY and host.group(TA).dax is dax
+    dax.resize(0)
+    dev.release_capacity(0, 0, policy="tag-based", tag=TA, forced=True)
+    host.poll()
+    assert held(host) == [(0, 2 * MiB), (8 * MiB, 2 * MiB)]        # K11 ignores forced release
+    n = len(dev.log)
+    host.lose(TA, "the device took it back")
+    assert held(host) == [] and len(dev.log) == n and notes(host, "group_lost")
+    with pytest.raises(HostError) as e:
+        host.lose(TA, "again")
+    assert e.value.errno == _errno.ENOENT

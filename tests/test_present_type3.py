@@ -257,7 +257,7 @@ def test_forced_release_as_last_resort_guest_loses_access():
     assert (r.how, r.returned, r.complete) == ("forced", x.length, True)
     events = [e["event"] for e in vm.guest.log]
     assert "release_deferred" in events and "forced_release_ignored" in events
-    assert "forced_release_dropped" in events
+    assert "group_lost" in events
     assert [uuid.UUID(bytes=bytes(t)) for t in vm.dev.accepted(0)["tag"]] == [T(2)]
     with pytest.raises(Exception):
         vm.translate(x.gpa)                          # the GPA no longer maps anywhere

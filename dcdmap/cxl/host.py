@@ -461,6 +461,16 @@ class Host:
         for s, n, code in zip(starts.tolist(), lengths.tolist(), codes):
             self._note("release_dc", start=s, length=n, status=code.name)
 
+    def lose(self, tag: Union[uuid.UUID, str], why: str) -> None:
+        """Forget a tag group without telling the device: the capacity was taken by force and
+        the host (or the model driving it) stops using it.  Linux itself ignores Forced
+        Capacity Release (§4.4); this is the step a model takes when the loss is known."""
+        group = self.group(tag)
+        if group.dax is not None:
+            raise HostError(f"tag {group.tag} is claimed by {group.dax.name}", E.EBUSY)
+        self._forget(group)
+        self._note("group_lost", tag=str(group.tag), group=group.id, why=why)
+
     # ------------------------------------------------------------------ region lifecycle (§4.5)
 
     def create_region(self) -> None:

@@ -131,6 +131,16 @@ class GuestAddressSpace:
         self.map.insert(gpa, length, hpa, label)
         return gpa
 
+    def map_view(self, gpa: int, view: Any, label: int) -> None:
+        """Map a tag view (a :class:`~dcdmap.TagView`) at ``gpa``: logical offset o of the view
+        is GPA ``gpa + o``, translating to the view's HPA for o, piece by piece.  The range must
+        be free."""
+        seg = view.segments()
+        if not self._fits(gpa, view.size):
+            raise InvalidRangeError(f"GPA [{gpa:#x}, +{view.size:#x}) is outside the window or in use")
+        self.map.insert_many(seg.logical_starts + np.uint64(gpa), seg.lengths, seg.host_starts,
+                             np.full(len(seg.lengths), label, np.uint32))
+
     def reserve(self, gpa: int, length: int, label: int) -> None:
         """Take ``length`` bytes at ``gpa`` without backing (they count as used GPA)."""
         if not self._fits(gpa, length):
@@ -286,6 +296,14 @@ class MemoryBlocks:
             self.zone.pop(i, None)
             self.owner.pop(i, None)
         return len(ids) * self.block_size, None
+
+    def forget(self, ids: Any) -> None:
+        """Drop blocks without offlining them: the kernel that had them is gone (a reboot,
+        kexec)."""
+        for i in ids:
+            self.state.pop(i, None)
+            self.zone.pop(i, None)
+            self.owner.pop(i, None)
 
     def zone_of(self, i: int) -> Optional[str]:
         return self.zone.get(i)

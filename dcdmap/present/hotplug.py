@@ -47,7 +47,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 
 from ..errors import ConfigurationError, HostError
 from .base import (
@@ -271,9 +270,7 @@ class HotplugPresentation(Presentation):
         # Every check passed: commit (object_add, device_add, GPE).
         dax = self.host.create_dax(tag)
         label = self._next_label
-        seg = group.view.segments()
-        self.gas.map.insert_many(seg.logical_starts + np.uint64(gpa), seg.lengths, seg.host_starts,
-                                 np.full(len(seg.lengths), label, np.uint64))
+        self.gas.map_view(gpa, group.view, label)
         self._next_label += 1
         dimm = _Dimm(label, slot, tag, group, dax, gpa, size, align, bool(group.shareable))
         self._dimms[tag] = dimm
@@ -487,10 +484,7 @@ class HotplugPresentation(Presentation):
         if policy == "keep":
             dimms = sorted(self._dimms.values(), key=lambda d: d.gpa)
             for d in dimms:                          # the old kernel's blocks vanish with it
-                for i in d.blocks:
-                    self.blocks.state.pop(i, None)
-                    self.blocks.zone.pop(i, None)
-                    self.blocks.owner.pop(i, None)
+                self.blocks.forget(d.blocks)
             for d in dimms:
                 self._attach(d)
             self._refresh()

@@ -347,9 +347,7 @@ class Type3Presentation(Presentation):
             raise HostError(f"not enough window for {slot:#x} bytes at alignment {self.slot_align:#x}", E.ENOSPC)
         dpa = self.decoder.to_dpa(gpa)
         xid = self._next_id
-        seg = group.view.segments()
-        self.gas.map.insert_many(seg.logical_starts + np.uint64(gpa), seg.lengths, seg.host_starts,
-                                 np.full(len(seg.lengths), xid, np.uint32))
+        self.gas.map_view(gpa, group.view, xid)
         if slot > size:
             self.gas.reserve(gpa + size, slot - size, xid)
         mark = len(self.guest.log)
@@ -447,10 +445,7 @@ class Type3Presentation(Presentation):
         if g is not None:
             if g.dax is not None:
                 self.guest.destroy_dax(g.dax)
-            # Modelling step (no public Host API): the stale group goes, without Release DC.
-            self.guest._forget(g)
-            self.guest._note("forced_release_dropped", rule="type3 model: the guest lost access",
-                             tag=str(t), group=g.id)
+            self.guest.lose(t, "type3 model: the guest lost access to force-released capacity")
 
     # ------------------------------------------------------------------ views
 
