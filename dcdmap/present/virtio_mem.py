@@ -331,8 +331,9 @@ class VirtioMemPresentation(Presentation):
     """Tag groups of one host, presented to one VM through one virtio-mem device.
 
     The device's region (``region_size``, default: the host's DC partitions rounded up to
-    the memory block size) is placed in ``gas`` at block-size alignment (QEMU's minimum for
-    virtio-mem-pci) and reserved whole; plugged blocks are mapped GPA -> HPA along the
+    the memory block size) is placed in ``gas`` (default: a window starting at the end of
+    boot RAM rounded up to 1 GiB) at block-size alignment (QEMU's minimum for virtio-mem-pci)
+    and reserved whole; plugged blocks are mapped GPA -> HPA along the
     group's view, the rest stays reserved.
 
     Plain (``extended=False``): :meth:`add` raises requested_size by the group's size rounded
@@ -349,7 +350,8 @@ class VirtioMemPresentation(Presentation):
 
     name = "virtio-mem"
 
-    def __init__(self, host: Any, gas: GuestAddressSpace, *, extended: bool = False, block_size: int = 2 * MiB,
+    def __init__(self, host: Any, gas: Optional[GuestAddressSpace] = None, *, extended: bool = False,
+                 block_size: int = 2 * MiB,
                  region_size: Optional[int] = None, node: int = 0, numa_nodes: int = 1,
                  boot_mem_end: int = 16 * GiB, memory_block_size: Optional[int] = None,
                  pageblock_size: int = PAGEBLOCK_SIZE, force_bbm: bool = False, bbm_block_size: int = 0,
@@ -379,6 +381,8 @@ class VirtioMemPresentation(Presentation):
         region_size = _align_up(region_size, max(self.unit, self.add_unit or 0))
         self.device = VirtioMemDevice(region_size, block_size=block_size, node=node, numa_nodes=numa_nodes,
                                       device_id=device_id)
+        if gas is None:                              # the device-memory window right after boot RAM
+            gas = self.gas = GuestAddressSpace(_align_up(boot_mem_end, GiB), region_size)
         addr = gas.find(region_size, block_size)
         if addr is None:
             raise HostError(f"no {region_size:#x} bytes of guest address space for the virtio-mem region", E.ENOSPC)
