@@ -6,9 +6,9 @@ Type 3 device (``type3``).  Each places a host's tag groups in the guest physica
 space (engine maps) and reports the same :class:`~dcdmap.present.base.Metrics`.
 """
 from .base import (
-    BEST_EFFORT, GUARANTEED, SHUTDOWN_ONLY, GuestAddressSpace, MemoryBlocks, Metrics, Presentation, Removal,
+    BEST_EFFORT, GUARANTEED, SHUTDOWN_ONLY, GuestAddressSpace, Lifecycle, MemoryBlocks, Metrics, Presentation, Removal,
     x86_memory_block_size,
 )
 
-__all__ = ["Metrics", "Removal", "GuestAddressSpace", "MemoryBlocks", "Presentation",
+__all__ = ["Metrics", "Removal", "Lifecycle", "GuestAddressSpace", "MemoryBlocks", "Presentation",
            "GUARANTEED", "BEST_EFFORT", "SHUTDOWN_ONLY", "x86_memory_block_size"]

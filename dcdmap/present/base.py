@@ -28,7 +28,7 @@ from .._core import Chain, ExtentMap
 from ..errors import ConfigurationError, HostError, InvalidRangeError
 
 __all__ = [
-    "Metrics", "Removal", "GuestAddressSpace", "MemoryBlocks", "Presentation",
+    "Metrics", "Removal", "Lifecycle", "GuestAddressSpace", "MemoryBlocks", "Presentation",
     "GUARANTEED", "BEST_EFFORT", "SHUTDOWN_ONLY", "SECTION_SIZE", "x86_memory_block_size",
 ]
 
@@ -70,6 +70,30 @@ class Metrics:
     def count(self, kind: str, n: int = 1) -> None:
         """Add n control operations of a kind."""
         self.control_ops[kind] = self.control_ops.get(kind, 0) + n
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What a VM lifecycle event costs with the presented capacity, in the same terms for
+    every presentation (RFC §1.8): ``event`` is "migrate", "kexec" or "kdump"; ``policy`` the
+    choice made (e.g. "drain" / "prepopulate", "release" / "keep"); ``feasible`` whether it
+    can be done at all; bytes ``returned`` to the host (drained, released), ``kept`` by the
+    guest across the event (preserved, pre-populated on the destination), ``stuck`` (could
+    not be given back), ``copied`` (migrated or dumped); ``control_ops`` issued, by kind (the
+    delta of Metrics.control_ops, or the destination's work); ``note``: one line on what
+    happens; ``details``: model-specific extras.
+    """
+
+    event: str
+    policy: str
+    feasible: bool
+    returned: int = 0
+    kept: int = 0
+    stuck: int = 0
+    copied: int = 0
+    control_ops: Dict[str, int] = field(default_factory=dict)
+    note: str = ""
+    details: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
