@@ -383,7 +383,7 @@ def test_kmem_failed_remove_is_one_shot_until_reboot():
     r = p.remove(g.tag)
     assert not r.complete and "until reboot" in r.reason
     out = p.kexec("keep")                                        # a reboot re-enumerates the DIMM
-    assert out["feasible"] and out["bytes_kept"] == 256 * MiB
+    assert out.feasible and out.details["bytes_kept"] == 256 * MiB
     assert p.remove(g.tag).complete
 
 
@@ -404,11 +404,11 @@ def test_migrate_drain_and_prepopulate():
     p.add(g1)
     p.add(g2)
     pre = p.migrate("prepopulate")
-    assert pre["feasible"] and pre["bytes_copied"] == 0 and pre["control_ops"] == {"dest_qmp": 4}
+    assert pre.feasible and pre.copied == 0 and pre.control_ops == {"dest_qmp": 4}
     assert len(p.dimms()) == 2                                   # nothing changed here
     out = p.migrate("drain")
-    assert out["feasible"] and out["bytes_drained"] == 192 * MiB and out["bytes_stuck"] == 0
-    assert out["control_ops"] == {"qmp": 4, "acpi_notify": 2}
+    assert out.feasible and out.returned == 192 * MiB and out.stuck == 0
+    assert out.control_ops == {"qmp": 4, "acpi_notify": 2}
     assert p.dimms() == [] and p.gas.used == 0
     with pytest.raises(ConfigurationError):
         p.migrate("teleport")
@@ -420,8 +420,8 @@ def test_migrate_drain_blocked_by_a_dimm_the_guest_keeps():
     p.add(rig.group(128 * MiB))
     p.add(rig.group(2 * MiB))                                    # add_memory failed: ejects freely
     out = p.migrate("drain")
-    assert not out["feasible"] and out["bytes_stuck"] == 128 * MiB and out["bytes_drained"] == 2 * MiB
-    assert p.migrate("prepopulate")["bytes_copied"] == 128 * MiB  # non-shareable contents are copied
+    assert not out.feasible and out.stuck == 128 * MiB and out.returned == 2 * MiB
+    assert p.migrate("prepopulate").copied == 128 * MiB  # non-shareable contents are copied
 
 
 def test_kexec_release_and_kdump():
@@ -430,11 +430,11 @@ def test_kexec_release_and_kdump():
     g = rig.group(256 * MiB)
     p.add(g)
     dump = p.kdump("keep")
-    assert dump["feasible"] and dump["bytes_dumpable"] == 256 * MiB
-    assert not p.kdump("release")["feasible"]
+    assert dump.feasible and dump.copied == 256 * MiB
+    assert not p.kdump("release").feasible
     assert len(p.dimms()) == 1                                   # kdump changes nothing
     out = p.kexec("release")
-    assert out["feasible"] and out["bytes_drained"] == 256 * MiB and p.dimms() == []
+    assert out.feasible and out.returned == 256 * MiB and p.dimms() == []
     for fn in (p.kexec, p.kdump):
         with pytest.raises(ConfigurationError):
             fn("bogus")
@@ -445,7 +445,7 @@ def test_kdump_keeps_devdax_out_of_the_dump():
     p = vm(rig)
     p.add(rig.group(64 * MiB))
     d = p.kdump()
-    assert d["bytes_dumpable"] == 0 and d["bytes_not_dumpable"] == 64 * MiB
+    assert d.copied == 0 and d.details["bytes_not_dumpable"] == 64 * MiB
 
 
 # ---------------------------------------------------------------- property

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dcdmap.cxl import Device, Host, Region
 from dcdmap.errors import ConfigurationError, HostError
-from dcdmap.present.base import GUARANTEED
+from dcdmap.present.base import GUARANTEED, Lifecycle
 from dcdmap.present.type3 import (
     CFMW_ALIGN, GuestExtent, HdmDecoder, Type3Presentation, x86_cfmw,
 )
@@ -286,7 +286,9 @@ def test_migrate_prepopulate_changes_nothing():
     dev, host, vm = two_groups()
     before = (vm.metrics.presented, vm.metrics.gpa_used, dict(vm.metrics.control_ops))
     out = vm.migrate("prepopulate")
-    assert out["destination_ops"] == {"qmp": 2, "event": 0, "mailbox": 0} and out["presented"] == 14 * MiB
+    assert isinstance(out, Lifecycle) and (out.event, out.policy, out.feasible) == ("migrate", "prepopulate", True)
+    assert out.control_ops == {"qmp": 2, "event": 0, "mailbox": 0} and out.kept == 14 * MiB   # destination ops
+    assert out.returned == 0 and out.details["extents"] == 2 and not out.details["guest_visible"]
     assert before == (vm.metrics.presented, vm.metrics.gpa_used, dict(vm.metrics.control_ops))
     with pytest.raises(ConfigurationError):
         vm.migrate("teleport")
@@ -296,8 +298,10 @@ def test_migrate_drain_removes_everything_forcing_in_use():
     dev, host, vm = two_groups()
     vm.set_in_use(T(2))
     out = vm.migrate("drain")
-    assert out["returned"] == out["presented_before"] == 14 * MiB and out["forced"] == 1
-    assert out["presented_after"] == 0 and out["gpa_used"] == 0
+    assert isinstance(out, Lifecycle) and (out.event, out.policy, out.feasible) == ("migrate", "drain", True)
+    assert out.returned == out.details["presented_before"] == 14 * MiB and out.details["forced"] == 1
+    assert out.kept == 0 and out.details["gpa_used"] == 0
+    assert out.stuck == 0 and out.copied == 0             # forced release guarantees the return
     vm.check_invariants()
 
 
@@ -305,8 +309,9 @@ def test_kexec_release_gives_all_back():
     dev, host, vm = two_groups()
     vm.set_in_use(T(1))                               # applications die with the old kernel
     out = vm.kexec()
-    assert out["policy"] == "release" and out["returned"] == 14 * MiB and out["retained"] == 0
-    assert out["control_ops"]["mailbox"] == 2 + 2     # one Release DC per guest extent + the new boot
+    assert isinstance(out, Lifecycle) and out.event == "kexec" and out.feasible
+    assert out.policy == "release" and out.returned == 14 * MiB and out.kept == 0 and out.stuck == 0
+    assert out.control_ops["mailbox"] == 2 + 2        # one Release DC per guest extent + the new boot
     assert len(vm.dev.accepted(0)) == 0 and vm.metrics.gpa_used == 0
     vm.check_invariants()
 
@@ -315,7 +320,7 @@ def test_kexec_keep_recovers_by_rescan_and_reclaims_by_tag():
     dev, host, vm = two_groups()
     gpas = [x.gpa for x in vm.extents]
     out = vm.kexec("keep")
-    assert out["retained"] == 14 * MiB and out["returned"] == 0
+    assert out.policy == "keep" and out.kept == 14 * MiB and out.returned == 0
     assert {d.uuid for d in vm.guest.dax_devices} == {T(1), T(2)}
     assert any(e["event"] == "group_online" and e["recovered"] for e in vm.guest.log)
     assert "add_response" not in [e["event"] for e in vm.guest.log]      # recovered: not acknowledged
@@ -328,11 +333,14 @@ def test_kexec_keep_recovers_by_rescan_and_reclaims_by_tag():
 def test_kdump_keep_and_release():
     dev, host, vm = two_groups()
     out = vm.kdump()
-    assert out["policy"] == "keep" and out["retained"] == 14 * MiB and not out["dump_includes_dax"]
+    assert isinstance(out, Lifecycle) and out.event == "kdump" and out.feasible
+    assert out.policy == "keep" and out.kept == 14 * MiB and not out.details["dump_includes_dax"]
+    assert out.copied == 0 and out.returned == 0
     assert vm.guest.dax_devices == [] and len(vm.guest.groups) == 2
     vm.check_invariants()
     out = vm.kdump("release")
-    assert out["forced"] == 2 and out["returned"] == 14 * MiB and vm.metrics.gpa_used == 0
+    assert out.details["forced"] == 2 and out.returned == 14 * MiB and vm.metrics.gpa_used == 0
+    assert out.kept == 0 and out.stuck == 0
     vm.check_invariants()
     with pytest.raises(ConfigurationError):
         vm.kdump("maybe")

@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from dcdmap.cxl import Device, Host, Region
 from dcdmap.errors import ConfigurationError, HostError
-from dcdmap.present.base import BEST_EFFORT, GUARANTEED, GuestAddressSpace
+from dcdmap.present.base import BEST_EFFORT, GUARANTEED, GuestAddressSpace, Lifecycle
 from dcdmap.present.virtio_mem import (
     MAX_NB_BLOCKS, RETRY_FIRST_TICKS, RETRY_MAX_TICKS, BlockState, RequestType as T, Response as R,
     VirtioMemDevice, VirtioMemPresentation,
@@ -376,19 +376,22 @@ def test_migrate_drain_and_prepopulate():
     for t in tags:
         vm.add(host.group(t))
     out = vm.migrate("prepopulate")
-    assert out["returned"] == 0 and out["kept"] == 384 * MiB and out["copied"] == 384 * MiB
+    assert isinstance(out, Lifecycle) and out.event == "migrate" and out.policy == "prepopulate" and out.feasible
+    assert out.returned == 0 and out.kept == 384 * MiB and out.copied == 384 * MiB
     with pytest.raises(ConfigurationError, match="addr"):
         vm.migrate("drain", dest=dev())
     assert vm.metrics.presented == 384 * MiB                 # a refused migration changes nothing
     out = vm.migrate("drain")
-    assert out["returned"] == out["requested"] == 384 * MiB and out["kept"] == 0
+    assert out.returned == 384 * MiB and out.stuck == 0 and out.kept == 0 and out.details["busy_window"]
+    assert out.control_ops.get("virtio_request", 0) > 0
 
 
 def test_kexec_release_unplug_all_without_offlining():
     _, host, vm, tags = setup(p_fail_movable=1.0)              # offlining would fail
     vm.add(host.group(tags[0]))
     out = vm.kexec("release")
-    assert out["returned"] == 512 * MiB and out["unplug_all"] == "ACK"
+    assert out.feasible and out.returned == 512 * MiB and out.details["unplug_all"] == "ACK"
+    assert out.control_ops == {"virtio_request": 1, "config_notify": 1}
     assert vm.device.plugged_size == 0 and vm.device.usable_region_size == 0 and len(vm.blocks) == 0
 
 
@@ -397,9 +400,19 @@ def test_kexec_replug_maps_the_same_tags():
     for t in tags:
         vm.add(host.group(t))
     out = vm.kexec("replug")
-    assert out["kept"] == 160 * MiB and out["lost_contents"] == 160 * MiB
+    assert out.kept == 160 * MiB and out.details["lost_contents"] == 160 * MiB
     assert vm.device.plugged_size == vm.device.requested_size == 160 * MiB
     check_translation(host, vm, tags)
+
+
+def test_kexec_busy_unplug_all_is_not_feasible():
+    _, host, vm, tags = setup()
+    vm.add(host.group(tags[0]))
+    vm.device.migrating = True                                  # UNPLUG_ALL answers BUSY
+    out = vm.kexec("release")
+    assert not out.feasible and out.returned == 0 and out.stuck == 512 * MiB
+    assert out.details == {"lost_contents": 0, "unplug_all": "BUSY"}
+    assert vm.device.plugged_size == 512 * MiB
 
 
 def test_kdump_does_no_hotplug_and_uses_state():
@@ -407,8 +420,8 @@ def test_kdump_does_no_hotplug_and_uses_state():
     vm.add(host.group(tags[0]))
     before = vm.device.config()
     out = vm.kdump("dump")
-    assert out["state_requests"] == 256 and out["dumped"] == 512 * MiB and not out["hotplug"]
-    assert vm.kdump("skip")["state_requests"] == 0
+    assert out.control_ops == {"virtio_request": 256} and out.copied == 512 * MiB and not out.details["hotplug"]
+    assert vm.kdump("skip").control_ops.get("virtio_request", 0) == 0
     assert vm.device.config() == before
 
 

@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ConfigurationError, HostError
 from .base import (
-    BEST_EFFORT, GuestAddressSpace, MemoryBlocks, Presentation, Removal, x86_memory_block_size,
+    BEST_EFFORT, GuestAddressSpace, Lifecycle, MemoryBlocks, Presentation, Removal, x86_memory_block_size,
 )
 
 __all__ = ["HotplugPresentation", "ACPI_MAX_RAM_SLOTS", "TARGET_PAGE_SIZE", "HMEM_ALIGN"]
@@ -437,7 +437,7 @@ class HotplugPresentation(Presentation):
         rs = [self.remove(t) for t in [d.tag for d in sorted(self._dimms.values(), key=lambda d: d.gpa)]]
         return sum(r.returned for r in rs), sum(r.requested - r.returned for r in rs), rs
 
-    def migrate(self, policy: str = "drain") -> Dict[str, Any]:
+    def migrate(self, policy: str = "drain") -> Lifecycle:
         """Live migration (RFC §1.8: remove everything first, or pre-populate the destination).
 
         ``drain``: unplug every DIMM (as ``remove``); feasible when all came back; a DIMM
@@ -445,26 +445,30 @@ class HotplugPresentation(Presentation):
         ``prepopulate``: nothing changes here; the destination is assumed to hold the same
         tags and is started with the same ``-m`` and the DIMMs cold-plugged at the same slots
         and addresses (2 QMP/command-line objects each, no GPE).  Non-shareable contents are
-        copied (``bytes_copied``); shareable ones are the same memory on the destination and
+        copied (``copied``); shareable ones are the same memory on the destination and
         are skipped (QEMU's ``x-ignore-shared`` capability; UNCONFIRMED for device-dax).
+        A :class:`~dcdmap.present.base.Lifecycle`; ``details["removals"]``: the drain's
+        :class:`Removal` list.
         """
         before = dict(self.metrics.control_ops)
         if policy == "drain":
             drained, stuck, rs = self._remove_all()
-            return {"policy": policy, "feasible": stuck == 0, "bytes_drained": drained, "bytes_stuck": stuck,
-                    "bytes_copied": 0, "control_ops": self._ops_delta(before), "removals": rs,
-                    "note": "every DIMM unplugged before migration" if not stuck else
-                            "a DIMM the guest would not release blocks migration"}
+            return Lifecycle("migrate", policy, stuck == 0, returned=drained, stuck=stuck, copied=0,
+                             control_ops=self._ops_delta(before),
+                             note="every DIMM unplugged before migration" if not stuck else
+                                  "a DIMM the guest would not release blocks migration",
+                             details={"removals": rs})
         if policy == "prepopulate":
             dimms = list(self._dimms.values())
             copied = sum(d.size for d in dimms if not d.shareable)
-            return {"policy": policy, "feasible": True, "bytes_drained": 0, "bytes_stuck": 0,
-                    "bytes_copied": copied, "control_ops": {"dest_qmp": 2 * len(dimms)}, "removals": [],
-                    "note": "destination pre-populated with the same tags, DIMMs cold-plugged at the same "
-                            "slots and addresses; shareable contents not copied"}
+            return Lifecycle("migrate", policy, True, returned=0, stuck=0, copied=copied,
+                             control_ops={"dest_qmp": 2 * len(dimms)},
+                             note="destination pre-populated with the same tags, DIMMs cold-plugged at the "
+                                  "same slots and addresses; shareable contents not copied",
+                             details={"removals": []})
         raise ConfigurationError(f"migrate policy must be 'drain' or 'prepopulate', not {policy!r}")
 
-    def kexec(self, policy: str = "release") -> Dict[str, Any]:
+    def kexec(self, policy: str = "release") -> Lifecycle:
         """kexec of the guest kernel (RFC §1.8: "as on the host: probably give all capacity back").
 
         ``release``: unplug every DIMM before the jump (as ``remove``); feasible when all came
@@ -473,14 +477,15 @@ class HotplugPresentation(Presentation):
         again, device-dax re-created; a stuck kmem range is released by the reboot).  The
         contents of DIMMs used as System RAM are not preserved (driver-managed kmem ranges
         are left out of the kexec memory map; ACPI-added System RAM is the new kernel's to
-        use); device-dax contents are (``bytes_preserved``).
+        use); device-dax contents are (``kept``; ``details["bytes_kept"]``: the bytes of the
+        DIMMs that stay plugged).  ``details["removals"]``: the release's :class:`Removal` list.
         """
         before = dict(self.metrics.control_ops)
         if policy == "release":
             drained, stuck, rs = self._remove_all()
-            return {"policy": policy, "feasible": stuck == 0, "bytes_drained": drained, "bytes_stuck": stuck,
-                    "bytes_preserved": 0, "control_ops": self._ops_delta(before), "removals": rs,
-                    "note": "all capacity given back before kexec"}
+            return Lifecycle("kexec", policy, stuck == 0, returned=drained, stuck=stuck, kept=0,
+                             control_ops=self._ops_delta(before), note="all capacity given back before kexec",
+                             details={"removals": rs})
         if policy == "keep":
             dimms = sorted(self._dimms.values(), key=lambda d: d.gpa)
             for d in dimms:                          # the old kernel's blocks vanish with it
@@ -490,30 +495,30 @@ class HotplugPresentation(Presentation):
             self._refresh()
             kept = sum(d.group.size for d in dimms)
             preserved = sum(d.group.size for d in dimms if d.state == "devdax")
-            return {"policy": policy, "feasible": True, "bytes_drained": 0, "bytes_stuck": 0,
-                    "bytes_kept": kept, "bytes_preserved": preserved, "control_ops": {}, "removals": [],
-                    "note": "DIMMs stay plugged; the new kernel re-enumerates them at boot"}
+            return Lifecycle("kexec", policy, True, returned=0, stuck=0, kept=preserved, control_ops={},
+                             note="DIMMs stay plugged; the new kernel re-enumerates them at boot",
+                             details={"bytes_kept": kept, "removals": []})
         raise ConfigurationError(f"kexec policy must be 'release' or 'keep', not {policy!r}")
 
-    def kdump(self, policy: str = "keep") -> Dict[str, Any]:
+    def kdump(self, policy: str = "keep") -> Lifecycle:
         """A crash and kdump (RFC §1.8 leaves it open: David's "kdump?").  Nothing changes.
 
         ``keep``: the crash kernel runs from crashkernel memory and leaves the DIMMs alone;
-        ACPI-added System RAM is in the dump (``bytes_dumpable``); kmem ranges (driver
+        ACPI-added System RAM is in the dump (``copied``); kmem ranges (driver
         managed, excluded from kexec maps) and device-dax are not.  Feasible.
         ``release``: not feasible from the crash kernel: it does not own the old kernel's
         memory blocks and cannot complete an eject; capacity comes back only through
-        ``remove`` after the reboot (the DIMMs survive a VM reset).
+        ``remove`` after the reboot (the DIMMs survive a VM reset).  ``details["bytes_not_dumpable"]``:
+        the DIMM bytes left out of the dump.
         """
         dimms = list(self._dimms.values())
         dumpable = sum(hi - lo for lo, hi in (d.usable for d in dimms if d.state == "system-ram"))
+        details = {"bytes_not_dumpable": sum(d.size for d in dimms) - dumpable}
         if policy == "keep":
-            return {"policy": policy, "feasible": True, "bytes_drained": 0,
-                    "bytes_dumpable": dumpable, "bytes_not_dumpable": sum(d.size for d in dimms) - dumpable,
-                    "control_ops": {}, "note": "DIMMs untouched by the crash kernel"}
+            return Lifecycle("kdump", policy, True, returned=0, copied=dumpable, control_ops={},
+                             note="DIMMs untouched by the crash kernel", details=details)
         if policy == "release":
-            return {"policy": policy, "feasible": False, "bytes_drained": 0,
-                    "bytes_dumpable": dumpable, "bytes_not_dumpable": sum(d.size for d in dimms) - dumpable,
-                    "control_ops": {},
-                    "note": "the crash kernel cannot offline the old kernel's blocks; release after reboot"}
+            return Lifecycle("kdump", policy, False, returned=0, copied=dumpable, control_ops={},
+                             note="the crash kernel cannot offline the old kernel's blocks; release after reboot",
+                             details=details)
         raise ConfigurationError(f"kdump policy must be 'keep' or 'release', not {policy!r}")

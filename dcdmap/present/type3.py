@@ -69,7 +69,7 @@ from ..cxl.host import PMD_SIZE, Host, TagGroup
 from ..cxl.records import NULL_UUID
 from ..cxl.regions import Region
 from ..errors import ConfigurationError, HostError
-from .base import GUARANTEED, GuestAddressSpace, Presentation, Removal
+from .base import GUARANTEED, GuestAddressSpace, Lifecycle, Presentation, Removal
 
 __all__ = ["Type3Presentation", "Cfmw", "HdmDecoder", "GuestExtent", "x86_cfmw", "CFMW_ALIGN",
            "HOST_REG_SIZE", "GRANULARITIES"]
@@ -491,25 +491,41 @@ class Type3Presentation(Presentation):
     def _delta(self, before: Dict[str, int]) -> Dict[str, int]:
         return {k: v - before.get(k, 0) for k, v in self.metrics.control_ops.items() if v != before.get(k, 0)}
 
-    def migrate(self, policy: str = "drain") -> Dict[str, Any]:
+    def migrate(self, policy: str = "drain") -> Lifecycle:
         """Live migration (RFC §1.8): ``drain`` removes every presented group before the
         move (forced where in use; the orchestrator re-offers on the destination), so the
         state changes; ``prepopulate`` leaves it unchanged and reports what the destination
         VMM must set up: the same extents already accepted in its emulated device (one QMP
         command each, no event, no mailbox: the guest sees no change), which needs the
-        destination host to hold the same tags first."""
+        destination host to hold the same tags first.
+
+        A :class:`~dcdmap.present.base.Lifecycle`.  ``drain``: ``returned`` the bytes
+        removed, ``kept`` what is still presented after (0), ``stuck`` 0 (forced release
+        guarantees the return), ``control_ops`` the delta; ``details``: ``presented_before``,
+        ``forced`` (removals that had to be forced), ``gpa_used``.  ``prepopulate``: ``kept``
+        the bytes presented, ``control_ops`` the destination's work (``qmp``, ``event``,
+        ``mailbox``); ``details``: ``extents``, ``gpa_used``, ``guest_visible`` (False),
+        ``requires``.  ``copied`` is 0 for both: the model counts no content copy."""
         if policy == "drain":
             before, presented = self._snapshot(), self.metrics.presented
             removals = [self.remove(t) for t in list(self._extents)]
-            return {"policy": policy, "presented_before": presented, "returned": sum(r.returned for r in removals),
-                    "forced": sum(r.how == "forced" for r in removals), "presented_after": self.metrics.presented,
-                    "gpa_used": self.metrics.gpa_used, "control_ops": self._delta(before)}
+            forced = sum(r.how == "forced" for r in removals)
+            stuck = sum(r.requested - r.returned for r in removals)      # 0: forced release guarantees it
+            return Lifecycle("migrate", policy, stuck == 0, returned=sum(r.returned for r in removals),
+                             kept=self.metrics.presented, stuck=stuck, control_ops=self._delta(before),
+                             note=f"every group removed before the move ({forced} forced; stuck is 0 because "
+                                  f"forced release guarantees the return); re-offered on the destination",
+                             details={"presented_before": presented, "forced": forced,
+                                      "gpa_used": self.metrics.gpa_used})
         if policy == "prepopulate":
             n = len(self._extents)
-            return {"policy": policy, "presented": self.metrics.presented, "extents": n,
-                    "gpa_used": self.metrics.gpa_used, "returned": 0,
-                    "destination_ops": {"qmp": n, "event": 0, "mailbox": 0}, "guest_visible": False,
-                    "requires": "the destination host holds every presented tag before the switch-over"}
+            return Lifecycle("migrate", policy, True, returned=0, kept=self.metrics.presented,
+                             control_ops={"qmp": n, "event": 0, "mailbox": 0},
+                             note="nothing changes; the destination VMM accepts the same extents up front "
+                                  "(one QMP command each, invisible to the guest)",
+                             details={"extents": n, "gpa_used": self.metrics.gpa_used, "guest_visible": False,
+                                      "requires": "the destination host holds every presented tag before "
+                                                  "the switch-over"})
         raise ConfigurationError(f"migrate policy must be 'drain' or 'prepopulate', not {policy!r}")
 
     def _reboot_guest(self) -> None:
@@ -523,13 +539,17 @@ class Type3Presentation(Presentation):
             self.gas.release(x.gpa, x.slot)
         self._extents.clear()
 
-    def kexec(self, policy: str = "release") -> Dict[str, Any]:
+    def kexec(self, policy: str = "release") -> Lifecycle:
         """kexec (RFC §1.8: "as on the host, probably give all back").
 
         ``release`` (default): the old kernel destroys its DAX devices and its region, which
         releases every group (one Release DC per extent); the new kernel finds an empty
         device.  ``keep``: the extents stay accepted; the new kernel's region creation
         recovers them (§4.5, no Add-Response) and userspace re-claims each DAX device by tag.
+
+        A :class:`~dcdmap.present.base.Lifecycle`: ``returned`` and ``kept`` bytes, ``stuck``
+        0 (the guest's own release returns everything), ``copied`` 0, ``control_ops`` the
+        delta; ``details``: ``presented_before``, ``gpa_used``.
         """
         if policy not in ("release", "keep"):
             raise ConfigurationError(f"kexec policy must be 'release' or 'keep', not {policy!r}")
@@ -545,11 +565,14 @@ class Type3Presentation(Presentation):
             for t in self._extents:
                 self.guest.create_dax(t)
         self._refresh()
-        return {"policy": policy, "presented_before": presented, "returned": presented - self.metrics.presented,
-                "retained": self.metrics.presented, "gpa_used": self.metrics.gpa_used,
-                "control_ops": self._delta(before)}
+        note = ("the old kernel released every group; the new kernel finds an empty device"
+                if policy == "release" else
+                "extents stay accepted; the new kernel recovers them by rescan and re-claims each DAX device by tag")
+        return Lifecycle("kexec", policy, True, returned=presented - self.metrics.presented,
+                         kept=self.metrics.presented, stuck=0, copied=0, control_ops=self._delta(before), note=note,
+                         details={"presented_before": presented, "gpa_used": self.metrics.gpa_used})
 
-    def kdump(self, policy: str = "keep") -> Dict[str, Any]:
+    def kdump(self, policy: str = "keep") -> Lifecycle:
         """kdump (RFC §1.8: open; a policy flag here).
 
         ``keep`` (default): the VMM changes nothing; the capture kernel's region creation
@@ -557,6 +580,11 @@ class Type3Presentation(Presentation):
         include the DAX contents (device memory, not System RAM: UNCONFIRMED).  ``release``:
         the crashed kernel cannot answer, so the VMM forces every group back (Forced
         Capacity Release); the capture kernel finds an empty device.
+
+        A :class:`~dcdmap.present.base.Lifecycle`: ``returned`` and ``kept`` bytes, ``stuck``
+        0 (forced release guarantees the return), ``copied`` 0 (no DAX bytes in the dump),
+        ``control_ops`` the delta; ``details``: ``presented_before``, ``forced`` (groups
+        force-released), ``dump_includes_dax`` (False), ``gpa_used``.
         """
         if policy not in ("keep", "release"):
             raise ConfigurationError(f"kdump policy must be 'keep' or 'release', not {policy!r}")
@@ -570,6 +598,11 @@ class Type3Presentation(Presentation):
         self._reboot_guest()                      # the capture kernel
         self._poll()                              # forced-release records: logged and ignored
         self._refresh()
-        return {"policy": policy, "presented_before": presented, "returned": presented - self.metrics.presented,
-                "retained": self.metrics.presented, "forced": forced, "dump_includes_dax": False,
-                "gpa_used": self.metrics.gpa_used, "control_ops": self._delta(before)}
+        note = ("the VMM changes nothing; the capture kernel recovers the extents, claims no DAX device, "
+                "and the dump leaves the DAX contents out" if policy == "keep" else
+                "the VMM force-releases every group (stuck is 0: forced release guarantees the return); "
+                "the capture kernel finds an empty device")
+        return Lifecycle("kdump", policy, True, returned=presented - self.metrics.presented,
+                         kept=self.metrics.presented, stuck=0, copied=0, control_ops=self._delta(before), note=note,
+                         details={"presented_before": presented, "forced": forced, "dump_includes_dax": False,
+                                  "gpa_used": self.metrics.gpa_used})

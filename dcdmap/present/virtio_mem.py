@@ -45,7 +45,8 @@ import numpy as np
 from .._core import ExtentMap
 from ..errors import ConfigurationError, HostError
 from .base import (
-    BEST_EFFORT, GUARANTEED, GuestAddressSpace, MemoryBlocks, Presentation, Removal, x86_memory_block_size,
+    BEST_EFFORT, GUARANTEED, GuestAddressSpace, Lifecycle, MemoryBlocks, Presentation, Removal,
+    x86_memory_block_size,
 )
 
 __all__ = ["VirtioMemDevice", "VirtioMemPresentation", "RequestType", "Response", "BlockState",
@@ -666,15 +667,23 @@ class VirtioMemPresentation(Presentation):
         return out
 
     # ---------------------------------------------------------------- corner cases
-    def migrate(self, policy: str = "drain", dest: Optional[VirtioMemDevice] = None) -> Dict[str, Any]:
+    def _ops_since(self, before: Dict[str, int]) -> Dict[str, int]:
+        """The control operations counted since the snapshot ``before``, by kind (non-zero only)."""
+        now = self.metrics.control_ops
+        return {k: v - before.get(k, 0) for k, v in now.items() if v != before.get(k, 0)}
+
+    def migrate(self, policy: str = "drain", dest: Optional[VirtioMemDevice] = None) -> Lifecycle:
         """Live migration.  ``dest`` (default: a clone) must match addr, region size, block
         size and node (ConfigurationError, nothing changes).  ``drain``: remove every tag
         first (best effort in plain mode; what is left migrates as RAM); ``prepopulate``: the
         destination host holds the same tags, nothing is removed, plugged memory is copied.
-        While the migration runs the device answers BUSY (counted as ``busy_window``)."""
+        While the migration runs the device answers BUSY (``details["busy_window"]``).  A
+        :class:`Lifecycle`: ``stuck`` is what a drain could not remove, ``copied`` the
+        plugged bytes, ``control_ops`` the operations the drain issued."""
         if policy not in ("drain", "prepopulate"):
             raise ConfigurationError("migrate policy must be 'drain' or 'prepopulate'")
         self.device.check_migration(dest if dest is not None else self.device.clone())
+        before = dict(self.metrics.control_ops)
         returned = requested = 0
         if policy == "drain":
             for tag in list(self.groups):
@@ -685,18 +694,24 @@ class VirtioMemPresentation(Presentation):
         copied = self.device.plugged_size
         self.device.migrating = False
         self._refresh()
-        return dict(policy=policy, returned=returned, requested=requested, kept=self.metrics.presented,
-                    copied=copied, busy_window=True, control_ops=dict(self.metrics.control_ops))
+        stuck = requested - returned
+        note = ("tags removed before migration" + (f"; {stuck:#x} bytes left migrate as RAM" if stuck else "")
+                if policy == "drain" else "the destination holds the same tags; plugged memory is copied")
+        return Lifecycle("migrate", policy, True, returned=returned, kept=self.metrics.presented, stuck=stuck,
+                         copied=copied, control_ops=self._ops_since(before), note=note,
+                         details=dict(busy_window=True))
 
-    def kexec(self, policy: str = "release") -> Dict[str, Any]:
+    def kexec(self, policy: str = "release") -> Lifecycle:
         """kexec: virtio-mem memory is excluded from the kexec memory map ("System RAM
         (virtio_mem)"); the new kernel's driver sees plugged_size > 0 and sends UNPLUG_ALL,
         which needs no offlining.  ``release``: requested_size drops to 0, every tag
         returns; ``replug``: the new driver plugs requested_size again and the VMM backs it
-        with the same tags (contents are lost either way)."""
+        with the same tags (contents are lost either way: ``details["lost_contents"]``).  Not
+        ``feasible`` if UNPLUG_ALL is not ACKed (``details["unplug_all"]`` names the response)."""
         if policy not in ("release", "replug"):
             raise ConfigurationError("kexec policy must be 'release' or 'replug'")
         d = self.device
+        before = dict(self.metrics.control_ops)
         presented = self.metrics.presented
         groups = list(self.groups.values())
         charged = {g.tag: _align_up(g.size, self.unit) for g in groups}
@@ -706,7 +721,10 @@ class VirtioMemPresentation(Presentation):
         self.metrics.count("virtio_request")
         if resp != Response.ACK:
             self._refresh()
-            return dict(policy=policy, returned=0, lost_contents=0, unplug_all=resp.name)
+            return Lifecycle("kexec", policy, False, stuck=presented if policy == "release" else 0,
+                             control_ops=self._ops_since(before),
+                             note=f"UNPLUG_ALL answered {resp.name}: the new kernel cannot reset the device",
+                             details=dict(lost_contents=0, unplug_all=resp.name))
         self.blocks = MemoryBlocks(self.memory_block_size, auto_online=self.blocks.auto_online,
                                    online_policy=self.blocks.online_policy,
                                    p_fail_normal=self.blocks.p_fail["Normal"],
@@ -723,20 +741,27 @@ class VirtioMemPresentation(Presentation):
                 self._charged[g.tag] = charged[g.tag]
                 self._present(g, charged[g.tag])
         self._refresh()
-        return dict(policy=policy, returned=presented if policy == "release" else 0,
-                    kept=self.metrics.presented, lost_contents=presented, unplug_all="ACK")
+        note = ("UNPLUG_ALL without offlining; requested_size 0, every tag returns" if policy == "release"
+                else "UNPLUG_ALL, then the new driver plugs the same tags again (contents lost)")
+        return Lifecycle("kexec", policy, True, returned=presented if policy == "release" else 0,
+                         kept=self.metrics.presented, control_ops=self._ops_since(before), note=note,
+                         details=dict(lost_contents=presented, unplug_all="ACK"))
 
-    def kdump(self, policy: str = "dump") -> Dict[str, Any]:
+    def kdump(self, policy: str = "dump") -> Lifecycle:
         """kdump: the crash kernel's driver does no hot(un)plug; capacity stays plugged until
         the VM reboots.  ``dump``: /proc/vmcore reads plugged memory, asking STATE per device
-        block (one request per block, counted, not sent); ``skip``: the device memory is left
-        out of the dump.  (What a crash kernel should do with tagged capacity is open in the
+        block (one request per block, counted, not sent: ``control_ops["virtio_request"]``);
+        ``skip``: the device memory is left out of the dump (``copied`` 0).  (What a crash kernel should do with tagged capacity is open in the
         RFC, §1.8.)"""
         if policy not in ("dump", "skip"):
             raise ConfigurationError("kdump policy must be 'dump' or 'skip'")
         d = self.device
+        before = dict(self.metrics.control_ops)
         n = d.plugged_size // d.block_size if policy == "dump" else 0
         if n:
             self.metrics.count("virtio_request", n)
-        return dict(policy=policy, dumped=d.plugged_size if policy == "dump" else 0, state_requests=n,
-                    hotplug=False, kept=self.metrics.presented)
+        note = ("no hot(un)plug; vmcore reads plugged memory, one STATE per block" if policy == "dump"
+                else "no hot(un)plug; the device memory is left out of the dump")
+        return Lifecycle("kdump", policy, True, kept=self.metrics.presented,
+                         copied=d.plugged_size if policy == "dump" else 0, control_ops=self._ops_since(before),
+                         note=note, details=dict(hotplug=False))
