@@ -383,7 +383,7 @@ def test_kmem_failed_remove_is_one_shot_until_reboot():
     r = p.remove(g.tag)
     assert not r.complete and "until reboot" in r.reason
     out = p.kexec("keep")                                        # a reboot re-enumerates the DIMM
-    assert out.feasible and out.details["bytes_kept"] == 256 * MiB
+    assert out.feasible and out.kept == 256 * MiB
     assert p.remove(g.tag).complete
 
 

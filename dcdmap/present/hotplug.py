@@ -36,7 +36,7 @@ Layout of the guest physical address space (q35)::
     True
 
 Choices where the reference is silent or UNCONFIRMED are listed in
-``docs/present-hotplug-section.md``.  Every refused operation raises (HostError with an
+the hot-plug section of ``docs/presentations.md``.  Every refused operation raises (HostError with an
 errno, or ConfigurationError) and changes nothing: no GPA, no slot, no host DAX device, no
 guest object, no control-op count.
 """
@@ -495,9 +495,9 @@ class HotplugPresentation(Presentation):
             self._refresh()
             kept = sum(d.group.size for d in dimms)
             preserved = sum(d.group.size for d in dimms if d.state == "devdax")
-            return Lifecycle("kexec", policy, True, returned=0, stuck=0, kept=preserved, control_ops={},
+            return Lifecycle("kexec", policy, True, returned=0, stuck=0, kept=kept, control_ops={},
                              note="DIMMs stay plugged; the new kernel re-enumerates them at boot",
-                             details={"bytes_kept": kept, "removals": []})
+                             details={"bytes_contents_preserved": preserved, "removals": []})
         raise ConfigurationError(f"kexec policy must be 'release' or 'keep', not {policy!r}")
 
     def kdump(self, policy: str = "keep") -> Lifecycle:
@@ -515,10 +515,12 @@ class HotplugPresentation(Presentation):
         dumpable = sum(hi - lo for lo, hi in (d.usable for d in dimms if d.state == "system-ram"))
         details = {"bytes_not_dumpable": sum(d.size for d in dimms) - dumpable}
         if policy == "keep":
-            return Lifecycle("kdump", policy, True, returned=0, copied=dumpable, control_ops={},
+            return Lifecycle("kdump", policy, True, returned=0, kept=sum(d.size for d in dimms),
+                             copied=dumpable, control_ops={},
                              note="DIMMs untouched by the crash kernel", details=details)
         if policy == "release":
-            return Lifecycle("kdump", policy, False, returned=0, copied=dumpable, control_ops={},
+            return Lifecycle("kdump", policy, False, returned=0, kept=sum(d.size for d in dimms),
+                             copied=dumpable, control_ops={},
                              note="the crash kernel cannot offline the old kernel's blocks; release after reboot",
                              details=details)
         raise ConfigurationError(f"kdump policy must be 'keep' or 'release', not {policy!r}")

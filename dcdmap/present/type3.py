@@ -32,7 +32,7 @@ DPA of the same logical byte::
 Removal is GUARANTEED: a DAX device not in use is destroyed by the guest agent and the
 release re-issued; one in use gets a Forced Capacity Release as the last resort (the guest
 loses access; see :meth:`Type3Presentation.remove`).  Choices where the reference is silent
-or UNCONFIRMED are listed in docs/present-type3-section.md.
+or UNCONFIRMED are listed in the Type 3 section of docs/presentations.md.
 
     >>> import uuid
     >>> from dcdmap.cxl import Device, Region, Host
