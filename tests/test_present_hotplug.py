@@ -189,6 +189,20 @@ def test_alignment_rules():
             "address range conflicts with memory device id='dimm1'")
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_backend_align_must_be_a_page_multiple_power_of_two(legacy):
+    # file_ram_alloc at object_add: align % page size, power of two; before the slot check,
+    # also on legacy machine types (where the placement uses 4 KiB regardless).
+    rig = Rig()
+    p = vm(rig, slots=1, enforce_aligned_dimm=not legacy)
+    g = rig.group(64 * MiB)
+    for bad in (2048, 1, 3 * MiB, 0):
+        refused(p, lambda: p.add(g, align=bad), E.EINVAL, "must be a power of two and a multiple of the page size")
+    p.add(g, align=4096)
+    new = rig.group(64 * MiB)
+    refused(p, lambda: p.add(new, align=2048), E.EINVAL, "power of two")    # backend first, then the slot
+
+
 def test_first_fit_placement_realigns_after_each_dimm_and_slack_is_used_gpa():
     rig = Rig()
     p = vm(rig)

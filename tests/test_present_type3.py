@@ -75,6 +75,8 @@ def test_one_target_no_interleave_and_locked_decoder():
         HdmDecoder(vm.cfmw.base, vm.cfmw.size, ways=2)
     with pytest.raises(ConfigurationError):
         HdmDecoder(vm.cfmw.base + 2 * MiB, vm.cfmw.size)
+    with pytest.raises(ConfigurationError):
+        HdmDecoder(vm.cfmw.base, vm.cfmw.size, granularity=100)          # IG encodings 256 B .. 16 KiB
     assert vm.topology["hb_passthrough"] and vm.topology["root_port"] and vm.topology["interleave_ways"] == 1
 
 
@@ -262,6 +264,52 @@ def test_forced_release_as_last_resort_guest_loses_access():
     with pytest.raises(Exception):
         vm.translate(x.gpa)                          # the GPA no longer maps anywhere
     assert vm.metrics.gpa_used == 8 * MiB and vm.metrics.objects["dax_device"] == 1
+    vm.check_invariants()
+
+
+def test_in_use_needs_a_dax_device_and_remove_without_one_releases():
+    dev, host = make_host()
+    vm = Type3Presentation(host)
+    x = vm.add(offer(dev, host, T(1), [(0, 4 * MiB)]))
+    vm.kdump("keep")                                   # capture kernel: extents recovered, no DAX device
+    snap = (len(vm.dev.log), len(vm.guest.log), dict(vm.metrics.control_ops))
+    with pytest.raises(HostError) as ei:
+        vm.set_in_use(T(1))                            # nothing to map
+    assert ei.value.errno == E.ENODEV and not vm.in_use(T(1))
+    assert snap == (len(vm.dev.log), len(vm.guest.log), dict(vm.metrics.control_ops))
+    r = vm.remove(T(1), force=False)                   # no DAX device: the guest releases at once
+    assert (r.how, r.returned) == ("release", x.length)
+    assert len(vm.dev.accepted(0)) == 0 and vm.metrics.gpa_used == 0
+    vm.check_invariants()
+
+
+def test_bad_tag_string_is_a_clear_error():
+    dev, host = make_host()
+    vm = Type3Presentation(host)
+    for call in (vm.remove, vm.in_use, vm.set_in_use):
+        with pytest.raises(HostError) as ei:
+            call("not-a-uuid")
+        assert ei.value.errno == E.EINVAL
+
+
+def test_emulated_device_extent_limit_refused_before_anything_is_issued():
+    # QEMU refuses an Add-Response when count + tracked (accepted + pending) > the limit
+    # (RESOURCES_EXHAUSTED) and the offer stays pending; the VMM refuses first, issuing nothing.
+    dev, host = make_host(shareable=False)
+    vm = Type3Presentation(host)
+    vm.dev.max_extents = 4
+    groups = [offer(dev, host, T(i), [(i * 2 * MiB, 2 * MiB)]) for i in range(1, 5)]
+    for g in groups[:3]:
+        vm.add(g)
+    snap = (vm.gas.used, dict(vm.metrics.control_ops), len(vm.dev.log), len(vm.guest.log))
+    with pytest.raises(HostError) as ei:
+        vm.add(groups[3])
+    assert ei.value.errno == E.ENOSPC
+    assert snap == (vm.gas.used, dict(vm.metrics.control_ops), len(vm.dev.log), len(vm.guest.log))
+    assert vm.dev.pending_offers(0) == []
+    vm.check_invariants()
+    vm.remove(T(1))
+    assert vm.add(groups[3]).tag == T(4)
     vm.check_invariants()
 
 

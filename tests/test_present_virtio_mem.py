@@ -1,5 +1,6 @@
 """virtio-mem: device rules (virtio spec, QEMU), the Linux driver model, and the presentation
 (reference: presentations.md §2, rfc-and-users.md §1.5-1.8)."""
+import errno
 import uuid
 
 import numpy as np
@@ -470,3 +471,62 @@ def test_random_add_remove_translates_to_host_view(ops, extended, bbm, seed):
             int(np.minimum(o + k, host.group(t).size).sum() - np.minimum(o, host.group(t).size).sum())
             for t in live for _, k, o in [vm._tag_runs(t)])
         assert vm.device.plugged_size == vm.owned.mapped_bytes
+
+
+# ------------------------------------------------------------------ review fixes
+def test_node_must_be_zero_without_numa():
+    with pytest.raises(ConfigurationError, match="numa nodes: 0"):      # QEMU: !nb_numa_nodes && node
+        VirtioMemDevice(1 * GiB, block_size=BS, node=1, numa_nodes=0)
+    VirtioMemDevice(1 * GiB, block_size=BS, node=0, numa_nodes=0)
+
+
+def test_device_reset_clears_broken_but_keeps_blocks():
+    d = dev(requested=64 * MiB)
+    d.request(T.PLUG, d.addr, 4)
+    d.request(9)
+    assert d.broken
+    cfg = d.config()
+    d.device_reset()                                          # virtio_reset clears vdev->broken
+    assert not d.broken and d.config() == cfg
+    assert d.request(T.STATE, d.addr, 4) == (R.ACK, BlockState.PLUGGED)
+
+
+@pytest.mark.parametrize("cause", ["migrating", "broken"])
+def test_add_while_device_busy_or_broken_changes_nothing(cause):
+    _, host, vm, tags = setup()
+    setattr(vm.device, cause, True)
+    before = (vm.device.config(), vm.gas.map.to_bytes(), dict(vm.metrics.control_ops), len(vm.blocks))
+    with pytest.raises(HostError, match="BUSY|broken"):
+        vm.add(host.group(tags[0]))
+    assert (vm.device.config(), vm.gas.map.to_bytes(), dict(vm.metrics.control_ops), len(vm.blocks)) == before
+    assert not vm.groups
+    setattr(vm.device, cause, False)
+    vm.add(host.group(tags[0]))
+    assert vm.device.plugged_size == 512 * MiB
+
+
+def test_kexec_busy_leaves_requested_size_and_remove_works():
+    _, host, vm, tags = setup(p_fail_movable=0.0)
+    vm.add(host.group(tags[0]))
+    cfg = vm.device.config()
+    vm.device.migrating = True
+    out = vm.kexec("release")
+    assert not out.feasible and "config_notify" not in out.control_ops
+    assert vm.device.config() == cfg
+    vm.device.migrating = False
+    assert vm.remove(tags[0]).complete and vm.device.requested_size == 0
+
+
+def test_offline_threshold_stops_adding_memory():
+    # auto_online=offline: the driver adds at most max(1 GiB, 2 memory blocks) of offline memory
+    _, host, vm, tags = setup(sizes=(1 * GiB, 128 * MiB), auto_online="offline")
+    vm.add(host.group(tags[0]))                               # 1 GiB offline: exactly the threshold
+    assert all(s == "offline" for s in vm.blocks.state.values())
+    before = (vm.device.config(), vm.gas.map.to_bytes(), dict(vm.metrics.control_ops), len(vm.blocks))
+    with pytest.raises(HostError, match="offline threshold") as ei:
+        vm.add(host.group(tags[1]))
+    assert ei.value.errno == errno.ENOSPC
+    assert (vm.device.config(), vm.gas.map.to_bytes(), dict(vm.metrics.control_ops), len(vm.blocks)) == before
+    vm.blocks.online(min(vm.blocks.state))                    # onlining makes room
+    vm.add(host.group(tags[1]))
+    assert vm.device.plugged_size == 1 * GiB + 128 * MiB

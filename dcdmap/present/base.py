@@ -47,9 +47,11 @@ SHUTDOWN_ONLY = "shutdown-only"   # only by stopping the VM
 class Metrics:
     """What presenting capacity costs, in the same units for every presentation.
 
-    gpa_used: guest physical bytes taken (presented capacity + waste); gpa_wasted: of those,
-    bytes the guest cannot use (rounding to blocks, alignment, burned space); presented: bytes
-    of device capacity the guest can reach; objects: what the guest sees, by kind;
+    gpa_used: guest physical bytes taken (mapped, reserved or burned); gpa_wasted: of those,
+    bytes that can never hold presented capacity (rounding to blocks, alignment, burned
+    space); presented: bytes of device capacity the guest can reach.  gpa_used may exceed
+    presented + gpa_wasted by space reserved for growth (a virtio-mem region's unplugged
+    part); objects: what the guest sees, by kind;
     control_ops: operations issued, by kind (ACPI notifications, virtio-mem requests,
     mailbox commands, events); removal: GUARANTEED, BEST_EFFORT or SHUTDOWN_ONLY, with the
     risks that can make it fail; tag_discoverable: software in the guest can find the

@@ -14,7 +14,7 @@ Layout of the guest physical address space (q35)::
 
     [0, lowmem)   boot RAM below the 32-bit PCI hole      lowmem = min(ram, 2 or 2.75 GiB)
     [4 GiB, 4 GiB + ram - lowmem)   the rest of boot RAM  -> boot_mem_end
-    [ROUND_UP(boot_mem_end, 1 GiB), +(maxmem - ram) + 1 GiB * slots)   device memory (DIMMs)
+    [ROUND_UP(4 GiB + ram - lowmem, 1 GiB), +(maxmem - ram) + 1 GiB * slots)   device memory (DIMMs)
 
     >>> import uuid
     >>> from dcdmap.cxl import Device, Region, Host
@@ -200,7 +200,8 @@ class HotplugPresentation(Presentation):
         ``slot`` / ``addr``: the pc-dimm ``slot=`` and ``addr=`` properties (default: the
         lowest free slot, first-fit placement).  ``align``: the backend's page size (default:
         the presentation's ``align``).  Checks, in QEMU's order: the backend (object_add:
-        the group must be live, tagged, dense and not claimed by another DAX device), the
+        the group must be live, tagged, dense and not claimed by another DAX device; ``align``
+        a power of two and a multiple of 4 KiB), the
         slot, the space (plugged + size <= maxmem - ram), then memory_device_get_free_addr's
         alignment and placement.  Each refusal raises HostError (errno) with QEMU's text and
         changes nothing.  The guest side never refuses the plug: a guest failure (add_memory
@@ -221,6 +222,11 @@ class HotplugPresentation(Presentation):
             raise HostError(f"tag {tag}: sequence numbers are not dense (no DAX device)", E.EINVAL)
         if group.dax is not None:
             raise HostError(f"tag {tag}: host DAX device {group.dax.name} is busy", E.EBUSY)
+        # The backend's align= (file_ram_alloc): a multiple of the page size and a power of two,
+        # checked at object_add whatever the machine type.
+        if align is not None and (align <= 0 or align % TARGET_PAGE_SIZE or align & (align - 1)):
+            raise HostError(f"backend alignment {align:#x} must be a power of two and a multiple of the "
+                            f"page size {TARGET_PAGE_SIZE:#x}", E.EINVAL)
         size = group.size
         # pc_dimm_pre_plug: the slot.
         used_slots = {d.slot for d in self._dimms.values()}
@@ -237,8 +243,6 @@ class HotplugPresentation(Presentation):
         # memory_device_pre_plug: the alignment, then memory_device_check_addable: the space.
         if self.enforce_aligned_dimm:
             align = self.align if align is None else align
-            if align <= 0 or align & (align - 1):
-                raise HostError(f"backend page size {align:#x} is not a power of two", E.EINVAL)
         else:
             align = TARGET_PAGE_SIZE                                 # legacy_align
         plugged = sum(d.size for d in self._dimms.values())

@@ -174,6 +174,8 @@ class HdmDecoder:
             raise ConfigurationError("HDM decoder base and size must be in 256 MiB units")
         if self.ways != 1:
             raise ConfigurationError("the emulated device never presents interleave: ways must be 1")
+        if self.granularity not in GRANULARITIES:
+            raise ConfigurationError(f"interleave granularity {self.granularity} is not one of {GRANULARITIES}")
 
     def to_dpa(self, hpa: int) -> int:
         """HPA -> DPA (one way: no way bits to drop)."""
@@ -323,7 +325,8 @@ class Type3Presentation(Presentation):
         * HostError ENOENT: the group is not the host's live group for its tag; EINVAL: it
           is untagged, its view is not dense, its size is not a multiple of the block size,
           or its shareability differs from the emulated region's;
-        * HostError ENOSPC: not enough window (nothing issued);
+        * HostError ENOSPC: not enough window, or the emulated device's extent limit would
+          refuse the Add-Response (nothing issued);
         * HostError with the guest's errno when the guest refuses the offer (EEXIST: the
           tag is already live in the guest, §4.1 4a).
         """
@@ -345,6 +348,13 @@ class Type3Presentation(Presentation):
         gpa = self.gas.find(slot, self.slot_align)
         if gpa is None:
             raise HostError(f"not enough window for {slot:#x} bytes at alignment {self.slot_align:#x}", E.ENOSPC)
+        # The Add-Response of one extent fails (RESOURCES_EXHAUSTED) when 1 + tracked (accepted +
+        # pending, the new offer included) exceeds the device's limit (cxl-dcd.md §5.3), and the
+        # refused offer would stay pending: refuse it here, with that condition, issuing nothing.
+        tracked = len(self.dev.accepted(0)) + sum(len(o.extents) for o in self.dev.pending_offers(0))
+        if 1 + tracked + 1 > self.dev.max_extents:
+            raise HostError(f"the emulated device tracks {tracked} extents; an Add-Response of one more "
+                            f"exceeds its limit of {self.dev.max_extents}", E.ENOSPC)
         dpa = self.decoder.to_dpa(gpa)
         xid = self._next_id
         self.gas.map_view(gpa, group.view, xid)
@@ -378,15 +388,24 @@ class Type3Presentation(Presentation):
     # ------------------------------------------------------------------ in-use marks
 
     def set_in_use(self, tag: Any, in_use: bool = True) -> None:
-        """Mark the guest DAX device of ``tag`` as mapped by an application (or no longer)."""
+        """Mark the guest DAX device of ``tag`` as mapped by an application (or no longer).
+        HostError ENODEV when the guest has no DAX device claiming the tag (e.g. after
+        ``kdump("keep")``): there is nothing to map."""
         ext = self._extent(tag)
+        if in_use:
+            g = self._guest_group(ext.tag)
+            if g is None or g.dax is None:
+                raise HostError(f"tag {ext.tag}: the guest has no DAX device to map", E.ENODEV)
         (self._in_use.add if in_use else self._in_use.discard)(ext.tag)
 
     def in_use(self, tag: Any) -> bool:
         return self._extent(tag).tag in self._in_use
 
     def _extent(self, tag: Any) -> GuestExtent:
-        t = tag if isinstance(tag, uuid.UUID) else uuid.UUID(str(tag))
+        try:
+            t = tag if isinstance(tag, uuid.UUID) else uuid.UUID(str(tag))
+        except ValueError:
+            raise HostError(f"{tag!r} is not a UUID", E.EINVAL) from None
         try:
             return self._extents[t]
         except KeyError:
@@ -414,7 +433,7 @@ class Type3Presentation(Presentation):
         t = ext.tag
         g = self._guest_group(t)
         how, reason = "release", ""
-        if t not in self._in_use:
+        if t not in self._in_use or g is None or g.dax is None:             # no DAX device: nothing defers
             if g is not None and g.dax is not None:
                 self.guest.destroy_dax(g.dax)
             self.dev.release_capacity(0, 0, policy="tag-based", tag=t)

@@ -144,7 +144,7 @@ class VirtioMemDevice:
             raise ConfigurationError("'memdev' property is not set (no memory backend of a positive size)")
         if memdev_mapped:
             raise ConfigurationError("'memdev' property specifies a busy memdev")
-        if numa_nodes and not 0 <= node < max(numa_nodes, 1):
+        if node < 0 or (numa_nodes and node >= numa_nodes) or (not numa_nodes and node):
             raise ConfigurationError(f"'node' property has value '{node}', which exceeds the number of "
                                      f"numa nodes: {numa_nodes}")
         if block_size < page_size:
@@ -299,7 +299,9 @@ class VirtioMemDevice:
         self.broken = False
 
     def device_reset(self) -> None:
-        """A plain device reset: the spec forbids changing block state; nothing changes."""
+        """A plain device reset: the spec forbids changing block state, so config and plugged
+        blocks stay; only QEMU's generic virtio_reset clears ``broken``."""
+        self.broken = False
 
     def unplug_device(self) -> None:
         """device_del: allowed only with unplugged-inaccessible on, size == 0 and
@@ -536,13 +538,16 @@ class VirtioMemPresentation(Presentation):
         """Present a tag group: requested_size grows by its size rounded up to the plug unit
         (one config notification), the driver plugs and adds the memory; the first GPA.
         HostError (ENOSPC, EEXIST, EINVAL; EBUSY while a removal fell short and the driver
-        still holds more than requested_size, which would NACK every plug) leaves everything
-        unchanged."""
+        still holds more than requested_size, which would NACK every plug, and while the
+        device answers BUSY (migration) or nothing (broken)) leaves everything unchanged."""
         if group.tag in self.groups:
             raise HostError(f"tag {group.tag} is already presented", E.EEXIST)
         if group.view is None:
             raise HostError(f"tag {group.tag}: sequence numbers are not dense", E.EINVAL)
         d = self.device
+        if d.migrating or d.broken:                 # every PLUG would be BUSY / unanswered
+            raise HostError("virtio-mem device is " + ("BUSY: migration in progress" if d.migrating else
+                                                       "broken (no answers until a reset)"), E.EBUSY)
         if d.plugged_size > d.requested_size:
             owed = [str(t) for t, c in self._charged.items() if not c]
             raise HostError(f"the driver still holds {d.plugged_size - d.requested_size:#x} bytes above "
@@ -553,7 +558,18 @@ class VirtioMemPresentation(Presentation):
         if new_req > d.region_size:
             raise HostError(f"requested-size {new_req:#x} would exceed the region {d.region_size:#x}", E.ENOSPC)
         usable = _align_up(min(d.region_size, new_req + d.usable_extent), d.block_size)
-        self._plan(rounded, usable_hi=max(usable, d.usable_region_size))   # feasibility, nothing changes
+        runs = self._plan(rounded, usable_hi=max(usable, d.usable_region_size))   # feasibility, nothing changes
+        if self.mode != "devdax" and self.blocks.auto_online == "offline":
+            # the driver's offline threshold: it adds no memory while added-but-offline memory
+            # would exceed max(1 GiB, 2 memory blocks [, 2 big blocks]) (-ENOSPC, falls short)
+            threshold = max(GiB, 2 * self.memory_block_size, 2 * self.add_unit)
+            offline = sum(1 for i, st in self.blocks.state.items()
+                          if st == "offline" and self.blocks.owner.get(i) == d.id) * self.memory_block_size
+            fresh = sum(_align_up(ln, self.add_unit) for _, ln, f in runs if f)
+            if offline + fresh > threshold:
+                raise HostError(f"the virtio-mem driver adds no memory past its offline threshold "
+                                f"({threshold:#x}): {offline:#x} added but offline, {fresh:#x} more needed; "
+                                f"online the memory blocks first", E.ENOSPC)
         d.set_requested_size(new_req)
         self.groups[group.tag] = group
         self._gid[group.tag] = self._next
@@ -707,7 +723,8 @@ class VirtioMemPresentation(Presentation):
         which needs no offlining.  ``release``: requested_size drops to 0, every tag
         returns; ``replug``: the new driver plugs requested_size again and the VMM backs it
         with the same tags (contents are lost either way: ``details["lost_contents"]``).  Not
-        ``feasible`` if UNPLUG_ALL is not ACKed (``details["unplug_all"]`` names the response)."""
+        ``feasible`` if UNPLUG_ALL is not ACKed (``details["unplug_all"]`` names the response;
+        requested_size is left as it was)."""
         if policy not in ("release", "replug"):
             raise ConfigurationError("kexec policy must be 'release' or 'replug'")
         d = self.device
@@ -715,11 +732,13 @@ class VirtioMemPresentation(Presentation):
         presented = self.metrics.presented
         groups = list(self.groups.values())
         charged = {g.tag: _align_up(g.size, self.unit) for g in groups}
+        prev = (d.requested_size, d.config_notifications)
         if policy == "release":
             d.set_requested_size(0)
         resp, _ = d.request(RequestType.UNPLUG_ALL)
         self.metrics.count("virtio_request")
         if resp != Response.ACK:
+            d.requested_size, d.config_notifications = prev   # infeasible: the release is not done
             self._refresh()
             return Lifecycle("kexec", policy, False, stuck=presented if policy == "release" else 0,
                              control_ops=self._ops_since(before),
