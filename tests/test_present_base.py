@@ -174,3 +174,21 @@ def test_metrics_count():
     m.count("acpi_notify")
     m.count("acpi_notify", 2)
     assert m.control_ops == {"acpi_notify": 3}
+
+
+def test_0_auto_movable_ratio_limits_zone_movable():
+    """§0 online_policy=auto-movable: `online` goes to ZONE_MOVABLE while MOVABLE <= 301 % of
+    KERNEL memory (24 GiB hot-plugged onto an 8 GiB VM is the reference's example); past it,
+    blocks go to Normal, which raises the limit again."""
+    mb = MemoryBlocks(128 * MiB, auto_online="online", online_policy="auto-movable",
+                      kernel_bytes=8 * GiB, seed=1)
+    ids = mb.add_memory(16 * GiB, 24 * GiB)
+    assert {mb.zone_of(i) for i in ids} == {"Movable"}
+    more = mb.add_memory(40 * GiB, GiB)
+    zones = [mb.zone_of(i) for i in more]
+    assert zones[0] == "Normal" and "Movable" in zones
+    movable = sum(z == "Movable" for z in mb.zone.values()) * 128 * MiB
+    kernel = 8 * GiB + sum(z == "Normal" for z in mb.zone.values()) * 128 * MiB
+    assert movable * 100 <= 301 * kernel
+    unlimited = MemoryBlocks(128 * MiB, auto_online="online", online_policy="auto-movable")
+    assert {unlimited.zone_of(i) for i in unlimited.add_memory(16 * GiB, 64 * GiB)} == {"Movable"}

@@ -222,8 +222,10 @@ class MemoryBlocks:
     offlining fails.
 
     ``auto_online``: the value of ``auto_online_blocks`` (offline | online | online_kernel |
-    online_movable); ``online`` goes to ZONE_MOVABLE under the ``auto-movable`` policy and to
-    Normal under ``contig-zones``.  ``p_fail_normal`` / ``p_fail_movable``: the chance that
+    online_movable); ``online`` goes to Normal under ``contig-zones``, and under the
+    ``auto-movable`` policy to ZONE_MOVABLE while ``auto_movable_ratio`` (percent, default
+    301) allows it: MOVABLE memory ≤ ratio × KERNEL memory, where KERNEL counts
+    ``kernel_bytes`` (the boot memory; None = no limit) and the blocks onlined to Normal.  ``p_fail_normal`` / ``p_fail_movable``: the chance that
     offlining one block fails with EBUSY (unmovable or long-term pinned pages; ZONE_MOVABLE
     holds only movable pages, so its chance is small but not zero: CMA, gigantic pages).
 
@@ -236,7 +238,8 @@ class MemoryBlocks:
 
     def __init__(self, block_size: int = SECTION_SIZE, *, auto_online: str = "online_movable",
                  online_policy: str = "auto-movable", p_fail_normal: float = 0.3,
-                 p_fail_movable: float = 0.01, max_phys_bits: int = 46, seed: int = 0) -> None:
+                 p_fail_movable: float = 0.01, max_phys_bits: int = 46, seed: int = 0,
+                 kernel_bytes: Optional[int] = None, auto_movable_ratio: int = 301) -> None:
         if block_size < SECTION_SIZE or block_size & (block_size - 1):
             raise ConfigurationError(f"memory block size {block_size:#x} is not a power of two >= 128 MiB")
         if auto_online not in ONLINE_TYPES:
@@ -247,6 +250,8 @@ class MemoryBlocks:
         self.auto_online = auto_online
         self.online_policy = online_policy
         self.p_fail = {"Normal": p_fail_normal, "Movable": p_fail_movable}
+        self.kernel_bytes = kernel_bytes
+        self.auto_movable_ratio = auto_movable_ratio
         self.max_phys = 1 << max_phys_bits
         self._rng = random.Random(seed)
         self.state: Dict[int, str] = {}          # block id -> "offline" | "online"
@@ -277,11 +282,21 @@ class MemoryBlocks:
         return ids
 
     def _online(self, i: int, how: str) -> None:
-        if how == "online_movable" or (how == "online" and self.online_policy == "auto-movable"):
+        if how == "online_movable" or (how == "online" and self.online_policy == "auto-movable"
+                                       and self._movable_allowed()):
             self.zone[i] = "Movable"
         else:
             self.zone[i] = "Normal"
         self.state[i] = "online"
+
+    def _movable_allowed(self) -> bool:
+        """The auto-movable policy's ratio check for one more block in ZONE_MOVABLE."""
+        if self.kernel_bytes is None:
+            return True
+        zones = list(self.zone.values())
+        movable = (zones.count("Movable") + 1) * self.block_size
+        kernel = self.kernel_bytes + zones.count("Normal") * self.block_size
+        return movable * 100 <= self.auto_movable_ratio * kernel
 
     def online(self, i: int, how: str = "online") -> None:
         """Write ``how`` to memoryN/state: EINVAL for an unknown string or a block already online."""

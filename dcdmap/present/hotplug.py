@@ -181,7 +181,7 @@ class HotplugPresentation(Presentation):
         self.block_size = x86_memory_block_size(self.boot_mem_end)
         self.blocks = MemoryBlocks(self.block_size, auto_online=auto_online, online_policy=online_policy,
                                    p_fail_normal=p_fail_normal, p_fail_movable=p_fail_movable,
-                                   max_phys_bits=phys_bits, seed=seed)
+                                   max_phys_bits=phys_bits, seed=seed, kernel_bytes=self.ram)
         # Without device memory (maxmem == ram) the window is a token 1 GiB that no add can
         # reach: every add stops at the slot check first (slots == 0 then).
         super().__init__(host, GuestAddressSpace(self.device_base, self.device_size or GiB))

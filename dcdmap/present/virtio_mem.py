@@ -366,7 +366,8 @@ class VirtioMemPresentation(Presentation):
         self.name = "virtio-mem-extended" if extended else "virtio-mem"
         mbs = memory_block_size or x86_memory_block_size(boot_mem_end)
         self.blocks = MemoryBlocks(mbs, auto_online=auto_online, online_policy=online_policy,
-                                   p_fail_normal=p_fail_normal, p_fail_movable=p_fail_movable, seed=seed)
+                                   p_fail_normal=p_fail_normal, p_fail_movable=p_fail_movable, seed=seed,
+                                   kernel_bytes=boot_mem_end)
         self.memory_block_size = mbs
         # driver mode selection (virtio_mem_init): SBM if sb < memory block and !force_bbm
         sb = max(block_size, pageblock_size)
@@ -747,7 +748,8 @@ class VirtioMemPresentation(Presentation):
         self.blocks = MemoryBlocks(self.memory_block_size, auto_online=self.blocks.auto_online,
                                    online_policy=self.blocks.online_policy,
                                    p_fail_normal=self.blocks.p_fail["Normal"],
-                                   p_fail_movable=self.blocks.p_fail["Movable"], seed=self._rng.randrange(1 << 30))
+                                   p_fail_movable=self.blocks.p_fail["Movable"], seed=self._rng.randrange(1 << 30),
+                                   kernel_bytes=self.blocks.kernel_bytes)
         self.owned.clear()
         self.added.clear()
         self.gas.release(d.addr, d.region_size)
