@@ -176,6 +176,7 @@ class VirtioMemDevice:
         self.broken = False             # virtio_error after a protocol violation
         self.config_notifications = 0   # config-change interrupts sent
         self.plugged = ExtentMap(block_size)   # plugged GPA ranges (identity targets)
+        self.unplug_events = 0          # bumped whenever plugged blocks go away (UNPLUG, UNPLUG_ALL, reset)
         self._resize_usable(requested_size, can_shrink=True)
 
     # ---------------------------------------------------------------- config
@@ -281,6 +282,7 @@ class VirtioMemDevice:
             self.plugged.insert(addr, size)
         else:
             self.plugged.remove(addr, size)
+            self.unplug_events += 1
         return Response.ACK, None
 
     def _unplug_all(self) -> Response:
@@ -288,6 +290,7 @@ class VirtioMemDevice:
             if self.migrating:
                 return Response.BUSY
             self.plugged.clear()
+            self.unplug_events += 1
         self._resize_usable(self.requested_size, can_shrink=True)
         return Response.ACK
 
@@ -295,6 +298,7 @@ class VirtioMemDevice:
     def system_reset(self) -> None:
         """System reset (not wake-up): unplug all, shrink the usable region."""
         self.plugged.clear()
+        self.unplug_events += 1
         self._resize_usable(self.requested_size, can_shrink=True)
         self.broken = False
 
@@ -396,6 +400,10 @@ class VirtioMemPresentation(Presentation):
         self._rng = random.Random(seed ^ 0x5EED)     # alloc_contig_range failures in shared SBM blocks
         self.owned = ExtentMap(self.unit)            # plugged GPA -> logical offset, label = group index
         self.added = ExtentMap(self.add_unit or self.unit)   # GPA added to Linux (plain) or dax ranges
+        # SBM: add units that may hold unplugged sub-blocks of added memory (a superset, pruned
+        # lazily by _plan), so that planning never walks every added range
+        self._slack = ExtentMap(self.add_unit or self.unit)
+        self._slack_sync()
         self.groups: Dict[Any, Any] = {}             # tag -> TagGroup
         self._gid: Dict[Any, int] = {}
         self._charged: Dict[Any, int] = {}           # tag -> bytes still counted in requested_size
@@ -420,6 +428,32 @@ class VirtioMemPresentation(Presentation):
         hi = (d.addr + d.usable_region_size) // a * a
         return lo, max(lo, hi)
 
+    def _slack_sync(self) -> None:
+        """Remember the device state :attr:`_slack` is known to account for."""
+        d = self.device
+        self._slack_dev, self._slack_plugged, self._slack_ev = d, d.plugged, d.unplug_events
+
+    def _mark_slack(self, gpa: int, length: int) -> None:
+        """[gpa, +length) may now hold unplugged sub-blocks of added memory (SBM)."""
+        if self.mode != "sbm" or length <= 0:
+            return
+        a = self.add_unit
+        lo, hi = gpa // a * a, _align_up(gpa + length, a)
+        self._slack.remove(lo, hi - lo)
+        self._slack.insert(lo, hi - lo)
+
+    def _check_slack(self) -> None:
+        """If blocks were unplugged behind the driver's back (a request not sent by
+        :meth:`_send`, a reset, a replaced map), every added range becomes a candidate."""
+        d = self.device
+        if d is self._slack_dev and d.plugged is self._slack_plugged and d.unplug_events == self._slack_ev:
+            return
+        self._slack.clear()
+        if len(self.added):
+            lo, hi = self.added[0].start, self.added[len(self.added) - 1].end
+            self._slack.insert(lo, hi - lo)
+        self._slack_sync()
+
     def _send(self, type: RequestType, addr: int, length: int) -> None:
         """PLUG/UNPLUG ``length`` bytes the way the driver does: one request per Linux
         memory block (SBM) or big block (BBM), each of at most 65535 blocks (must ACK)."""
@@ -430,7 +464,10 @@ class VirtioMemPresentation(Presentation):
             k = min(nb, MAX_NB_BLOCKS)
             if a:
                 k = min(k, ((addr // a + 1) * a - addr) // bs)
+            ev = self.device.unplug_events
             resp, _ = self.device.request(type, addr, k)
+            if ev == self._slack_ev:                 # our own unplug: the caller marked the range
+                self._slack_ev = self.device.unplug_events
             self.metrics.count("virtio_request")
             if resp != Response.ACK:
                 raise HostError(f"virtio-mem {type.name} [{addr:#x}, +{k * bs:#x}) answered "
@@ -459,15 +496,42 @@ class VirtioMemPresentation(Presentation):
                     return runs
         else:
             if self.mode == "sbm":
-                as_, al, _, _ = self.added.to_arrays()
-                for a0, an in zip(as_.tolist(), al.tolist()):
-                    gs, gl = self.device.plugged.gaps(a0, a0 + an)
-                    for s, n in zip(gs.tolist(), gl.tolist()):
-                        take = min(need, n)
-                        runs.append((s, take, False))
-                        need -= take
+                # free sub-blocks of added memory, added range by added range, lowest first; only
+                # added ranges that meet a slack candidate can hold any
+                self._check_slack()
+                plugged, added, slack = self.device.plugged, self.added, self._slack
+                seen: Dict[int, bool] = {}               # added range start -> has unplugged blocks
+                clean: List[Tuple[int, int]] = []        # candidate parts found without slack
+                cs, cl, _, _ = slack.to_arrays()
+                for c0, cn in zip(cs.tolist(), cl.tolist()):
+                    c1, cur = c0 + cn, c0
+                    ov = added.overlapping(c0, cn)
+                    for e0, en in zip(ov.starts.tolist(), ov.lengths.tolist()):
+                        has = seen.get(e0)
+                        if has is None:
+                            gs, gl = plugged.gaps(e0, e0 + en)
+                            has = seen[e0] = bool(len(gs))
+                            for s, n in zip(gs.tolist(), gl.tolist()):
+                                take = min(need, n)
+                                runs.append((s, take, False))
+                                need -= take
+                                if not need:
+                                    break
+                        if has:
+                            if cur < e0:
+                                clean.append((cur, e0))
+                            cur = min(c1, e0 + en)
                         if not need:
-                            return runs
+                            break
+                    else:
+                        if cur < c1:
+                            clean.append((cur, c1))
+                        continue
+                    break
+                for x, y in clean:
+                    slack.remove(x, y - x)
+                if not need:
+                    return runs
             gs, gl = self.added.gaps(lo, hi)
             for s, n in zip(gs.tolist(), gl.tolist()):
                 take = min(need, n)
@@ -512,6 +576,8 @@ class VirtioMemPresentation(Presentation):
                 a = self.add_unit
                 self.blocks.add_memory(gpa, _align_up(length, a), owner=self.device.id)
                 self.added.insert(gpa, _align_up(length, a))
+                if length % a:                       # the rest of the last memory block stays unplugged
+                    self._mark_slack(gpa + length, _align_up(length, a) - length)
             elif self.mode == "devdax":
                 self.added.insert(gpa, length, None, gid)
             self.owned.insert(gpa, length, logical, gid)
@@ -618,6 +684,7 @@ class VirtioMemPresentation(Presentation):
                        reason)
 
     def _unplug_run(self, gpa: int, length: int) -> None:
+        self._mark_slack(gpa, length)
         self._send(RequestType.UNPLUG, gpa, length)
         self.owned.remove(gpa, length)
         self._unmap(gpa, length)
@@ -752,6 +819,8 @@ class VirtioMemPresentation(Presentation):
                                    kernel_bytes=self.blocks.kernel_bytes)
         self.owned.clear()
         self.added.clear()
+        self._slack.clear()                          # nothing added: no sub-block can be free
+        self._slack_sync()
         self.gas.release(d.addr, d.region_size)
         self.gas.reserve(d.addr, d.region_size, d.id)
         self.groups.clear()
