@@ -1651,3 +1651,26 @@ def test_lose_forgets_a_group_without_telling_the_device():
     with pytest.raises(HostError) as e:
         host.lose(TA, "again")
     assert e.value.errno == _errno.ENOENT
+
+
+def test_media_map_follows_every_change_of_the_extents():
+    """media_map() is built once per change of the host's extents: it is the same object while
+    nothing changes, and equals the inverse of the extents after each add and release."""
+    dev = device()
+    host = Host(dev)
+
+    def inverse():
+        return sorted((int(t), int(n), int(s)) for s, n, t, _ in zip(*host._extents.to_arrays()))
+
+    assert len(host.media_map()) == 0
+    dev.add_capacity(0, 0, [(0, 2 * MiB), (8 * MiB, 2 * MiB)], tag=TA)
+    host.poll()
+    first = host.media_map()
+    assert host.media_map() is first
+    assert sorted((s, n, t) for s, n, t, _ in first) == inverse()
+    dev.add_capacity(0, 0, [(16 * MiB, 2 * MiB)])
+    host.poll()
+    assert sorted((s, n, t) for s, n, t, _ in host.media_map()) == inverse() and len(host.media_map()) == 3
+    dev.release_capacity(0, 0, policy="tag-based", tag=TA)
+    host.poll()
+    assert sorted((s, n, t) for s, n, t, _ in host.media_map()) == inverse() and len(host.media_map()) == 1

@@ -167,6 +167,7 @@ class Host:
         self.decoder: Optional[Tuple[int, int]] = None      # (DPA base, length) of the region
         self._decoder_length = decoder_length
         self._extents = ExtentMap(_GRANULE)                  # DPA -> HPA, label = group id
+        self._media: Optional[ExtentMap] = None              # its inverse, built on demand
         self._groups: Dict[int, TagGroup] = {}
         self._by_tag: Dict[uuid.UUID, TagGroup] = {}
         self._next_group = 0
@@ -335,6 +336,7 @@ class Host:
             view = None                               # a per-extent gate left a hole
         group = TagGroup(self._next_group, tag, int(part[0]), shareable, keep, hpa, view)
         self._next_group += 1
+        self._media = None
         self._extents.insert_many(keep["start"], keep["length"], hpa,
                                   np.full(len(keep), group.id, np.uint32))
         self._groups[group.id] = group
@@ -449,6 +451,7 @@ class Host:
 
     def _forget(self, group: TagGroup) -> None:
         ext = group.extents
+        self._media = None
         self._extents.remove_many(ext["start"], ext["length"])
         del self._groups[group.id]
         if self._by_tag.get(group.tag) is group:
@@ -601,9 +604,13 @@ class Host:
         return self._staged_count
 
     def media_map(self) -> ExtentMap:
-        """HPA -> DPA for every extent the host holds (for verify_views across hosts)."""
-        s, n, t, _ = self._extents.to_arrays()
-        return ExtentMap.from_arrays(t, n, s) if len(s) else ExtentMap(_GRANULE)
+        """HPA -> DPA for every extent the host holds (for verify_views across hosts, and the
+        last stage of a guest's GPA -> HPA -> DPA chain).  Built once per change of the
+        host's extents and shared between callers: read it, do not modify it."""
+        if self._media is None:
+            s, n, t, _ = self._extents.to_arrays()
+            self._media = ExtentMap.from_arrays(t, n, s) if len(s) else ExtentMap(_GRANULE)
+        return self._media
 
 
 def _parse_uuid(text: str) -> uuid.UUID:
