@@ -42,12 +42,11 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -987,14 +986,8 @@ def main(argv=None) -> int:
     print()
     print(text)
     print(f"(total {fmt_time(meta['seconds'])})")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(meta=meta, goals=goals, rows=rows,
-                                                   extras={str(k): v for k, v in extras.items()}),
-                                              indent=1, default=float))
+    data.write_reports(args.markdown, args.json, text,
+                       dict(meta=meta, goals=goals, rows=rows, extras={str(k): v for k, v in extras.items()}))
     return 0
 
 

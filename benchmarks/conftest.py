@@ -13,7 +13,6 @@ one size together and drops that size's data before building the next.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -30,32 +29,17 @@ for p in (str(HERE.parent), str(HERE)):
 import data  # noqa: E402
 from dcdmap import ExtentMap  # noqa: E402
 
-LARGE = os.environ.get("DCDMAP_BENCH_LARGE", "") not in ("", "0")
-SIZES = [10**3, 10**4, 10**5, 10**6] + ([10**7] if LARGE else [])
-QUERIES = int(float(os.environ.get("DCDMAP_BENCH_QUERIES", "1e6")))   # per translate_many call
+from data import QUERIES, SIZES, LazySizeData, size_id  # noqa: E402
 SCALAR_CALLS = 1000        # scalar calls per benchmarked round (report divides by it)
 
 
-def size_id(n: int) -> str:
-    return f"1e{len(str(n)) - 1}"
-
-
-class SizeData:
+class SizeData(LazySizeData):
     """Everything the benchmarks of one size share; built lazily, once."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self._cache: dict = {}
 
     @property
     def rounds(self) -> int:
         """Rounds of the benchmarks that need a fresh copy of a map per round."""
         return 20 if self.n <= 10**5 else 7 if self.n <= 10**6 else 3
-
-    def _get(self, key, make):
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
 
     @property
     def extents(self) -> data.Extents:
@@ -110,5 +94,4 @@ def sized(request) -> SizeData:
     """The data of one size; parametrizes every benchmark over SIZES."""
     d = SizeData(request.param)
     yield d
-    d._cache.clear()
-    data.make_extents.cache_clear()
+    d.drop()

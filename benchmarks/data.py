@@ -20,7 +20,10 @@ Everything is a function of ``(n, seed)`` (and ``chunk`` for the chunked generat
 from __future__ import annotations
 
 import functools
-from typing import Iterator, NamedTuple
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
 
@@ -198,3 +201,46 @@ def split_pairs(n: int, seed: int = DEFAULT_SEED) -> Extents:
     labels[0::2] = half.labels
     labels[1::2] = half.labels
     return Extents(starts, lengths, targets, labels)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the pytest-benchmark suites and the scripts share
+# ---------------------------------------------------------------------------------------------
+
+LARGE = os.environ.get("DCDMAP_BENCH_LARGE", "") not in ("", "0")
+SIZES = [10**3, 10**4, 10**5, 10**6] + ([10**7] if LARGE else [])
+QUERIES = int(float(os.environ.get("DCDMAP_BENCH_QUERIES", "1e6")))   # per translate_many call
+
+
+def size_id(n: int) -> str:
+    """A benchmark id for a power of ten: 1000 -> "1e3"."""
+    return f"1e{len(str(n)) - 1}"
+
+
+class LazySizeData:
+    """The data of one size, each piece built on first use and kept until ``drop()``."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._cache: dict = {}
+
+    def _get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def drop(self) -> None:
+        """Forget everything built for this size (and the shared extent cache)."""
+        self._cache.clear()
+        make_extents.cache_clear()
+
+
+def write_reports(markdown: Optional[str], json_path: Optional[str], text: str, payload: Any,
+                  default: Callable[[Any], Any] = float) -> None:
+    """Write a script's report as Markdown and its data as JSON, where asked."""
+    if markdown:
+        Path(markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(markdown).write_text(text)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(payload, indent=1, default=default))

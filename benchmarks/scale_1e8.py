@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import resource
 import sys
@@ -223,12 +222,7 @@ def main(argv=None) -> int:
     out["peak_rss_at_end"] = peak_rss()
     out["loadavg_at_end"] = os.getloadavg()
     log(f"peak RSS at end {out['peak_rss_at_end'] / GiB:.2f} GiB; load {out['loadavg_at_end'][0]:.2f}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1))
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(render(out))
+    data.write_reports(args.markdown, args.json, render(out) if args.markdown else "", out, default=None)
     return 0
 
 

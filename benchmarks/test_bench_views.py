@@ -25,38 +25,22 @@ computation.  ``extra_info`` holds ``n`` and ``ops`` (operations per round).
 """
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
 import data
 import views_data as vd
+from data import QUERIES, SIZES, LazySizeData, size_id
 from dcdmap import Chain, ExtentMap, SharingIndex, TagView, compose, verify_views
 
-LARGE = os.environ.get("DCDMAP_BENCH_LARGE", "") not in ("", "0")
-SIZES = [10**3, 10**4, 10**5, 10**6] + ([10**7] if LARGE else [])
-QUERIES = int(float(os.environ.get("DCDMAP_BENCH_QUERIES", "1e6")))
 HOSTS = 8
 SHARING_HOSTS = 64
 MISSING = data.MISSING
 
 
-def size_id(n: int) -> str:
-    return f"1e{len(str(n)) - 1}"
-
-
-class ViewSizeData:
+class ViewSizeData(LazySizeData):
     """The data of one size, built lazily and once."""
-
-    def __init__(self, n: int):
-        self.n = n
-        self._cache: dict = {}
-
-    def _get(self, key, make):
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
 
     def rounds(self, small: int, big: int, huge: int) -> int:
         return small if self.n <= 10**5 else big if self.n <= 10**6 else huge
@@ -121,8 +105,7 @@ class ViewSizeData:
 def vsized(request) -> ViewSizeData:
     d = ViewSizeData(request.param)
     yield d
-    d._cache.clear()
-    data.make_extents.cache_clear()
+    d.drop()
 
 
 # ------------------------------------------------------------------ tag views

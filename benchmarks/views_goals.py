@@ -694,13 +694,8 @@ def main(argv=None) -> int:
     print()
     print(text)
     print(f"(total {fmt_time(meta['seconds'])})")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(dict(meta=meta, goals=goals, rows=rec.rows, info=info),
-                                              indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    data.write_reports(args.markdown, args.json, text, dict(meta=meta, goals=goals, rows=rec.rows, info=info),
+                       default=lambda o: o.item() if hasattr(o, "item") else str(o))
     return 0
 
 
