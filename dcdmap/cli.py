@@ -1,50 +1,56 @@
-"""The ``dcdmap`` command.
+"""The ``dcdmap`` command: ``dcdmap COMMAND [options]``; ``dcdmap COMMAND --help`` for each.
 
-    dcdmap demo [--extents N] [--queries N] [--seed S]
+Bad input never ends in a traceback: errors of dcdmap's hierarchy, unreadable files and
+interrupted runs print one line on stderr (``dcdmap: error: ...``) and exit non-zero
+(1 for errors, 2 for usage, 130 for Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
+from .commands import COMMANDS
 from .errors import DcdmapError
 
 
-def _count(text: str) -> int:
-    """An int from '1000000', '1e6' or '1_000_000'."""
-    try:
-        value = float(text) if any(c in text for c in "eE.") else int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count") from None
-    if value < 1 or value != int(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
-    return int(value)
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (each module of :mod:`dcdmap.commands` adds its own)."""
+    lines = []
+    parser = argparse.ArgumentParser(
+        prog="dcdmap", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="CXL Dynamic Capacity: pool, hosts and VMs, modelled and measured.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        mod = importlib.import_module(f".commands.{module_name}", __package__)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.DESCRIPTION,
+                           epilog="examples:\n" + mod.EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+        lines.append(f"  {mod.EXAMPLES.splitlines()[0].strip()}")
+    parser.epilog = "examples:\n" + "\n".join(lines)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dcdmap", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="a tour of the extent engine on a million extents",
-                          description="Build a map of N shuffled extents, translate random "
-                                      "addresses in one batch, compare with numpy.",
-                          epilog="example: dcdmap demo --extents 1e7 --queries 1e6")
-    demo.add_argument("--extents", type=_count, default=1_000_000, help="extents to build (default 1e6)")
-    demo.add_argument("--queries", type=_count, default=1_000_000, help="addresses to translate (default 1e6)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        if args.command == "demo":
-            from . import demo as demo_module
-            demo_module.run(args.extents, args.queries, args.seed)
+        return int(args._main(args) or 0)
     except DcdmapError as e:
-        print(f"dcdmap: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        print(f"dcdmap {args.command}: error: {e}", file=sys.stderr)
+    except OSError as e:
+        where = f": {e.filename}" if e.filename else ""
+        print(f"dcdmap {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"dcdmap {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A tour of the engine on a million extents: ``dcdmap demo``.
+"""``dcdmap demo``: a tour of the engine on a million extents.
 
 Builds a map the way a CXL host holds its extents (64-byte granular ranges of device
 physical address, each translating to a host address and carrying a tag index), then
@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 
-from ._core import ExtentMap
-from .units import format_size
+from .._core import ExtentMap
+from ..units import format_size
+from . import count
 
 
 def make_extents(n: int, seed: int = 0):
@@ -27,7 +28,27 @@ def make_extents(n: int, seed: int = 0):
     return starts[order], lengths[order], targets[order], labels[order]
 
 
-def run(n: int = 1_000_000, queries: int = 1_000_000, seed: int = 0, out=print) -> None:
+HELP = "a tour of the extent engine on a million extents"
+DESCRIPTION = ("Build a map of N shuffled extents, translate random addresses in one batch, "
+               "and check the answers against numpy.")
+EXAMPLES = """\
+  dcdmap demo                              a million extents, a million translations
+  dcdmap demo --extents 1e7 --queries 1e6  ten million extents
+"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--extents", type=count, default=1_000_000, help="extents to build (default 1e6)")
+    p.add_argument("--queries", type=count, default=1_000_000, help="addresses to translate (default 1e6)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def main(args) -> int:
+    tour(args.extents, args.queries, args.seed)
+    return 0
+
+
+def tour(n: int = 1_000_000, queries: int = 1_000_000, seed: int = 0, out=print) -> None:
     starts, lengths, targets, labels = make_extents(n, seed)
     t0 = time.perf_counter()
     m = ExtentMap.from_arrays(starts, lengths, targets, labels)
