@@ -1,62 +1,90 @@
-"""A first orchestrator core: a :class:`~dcdmap.workload.Workload` run through one memory appliance.
+"""The orchestrator: a :class:`~dcdmap.workload.Workload` played over memory appliances, their
+Linux hosts and the hosts' VMs (reference: rfc-and-users.md §1.3 and §1.8; docs/orchestrator.md).
 
-The appliance is one multi-headed :class:`~dcdmap.cxl.Device` with a single *shareable* DC
-region (the workload's ``pool_size`` rounded up to 256 MiB, 2 MiB blocks), one head per
-workload host, and one Linux :class:`~dcdmap.cxl.Host` (DCD v11) on each head.  The flow is
-the RFC's "application-specific memory" flow (reference §1.3, steps 1-7):
+**Appliances.**  ``appliances`` multi-headed :class:`~dcdmap.cxl.Device`\\ s share the
+workload's ``pool_size`` evenly (each rounded up to 256 MiB), each with one *shareable* DC
+region of 2 MiB blocks and one head per workload host.  Every host runs one Linux
+:class:`~dcdmap.cxl.Host` (DCD v11) per appliance.  Linux creates its region over the first
+DC partition only, so one region per appliance is what a v11 host can use.
 
-* ``allocate`` app / untagged: the orchestrator (acting as fabric manager) places the
-  allocation's ``extent_sizes`` first-fit in its own ledger of the pool (an
-  :class:`~dcdmap.ExtentMap` of the DPA it handed out, 2 MiB aligned; an extent that fits no
-  single gap is cut over the first gaps), offers them *prescriptively* under the tag to the
-  host's head, lets the host poll (it answers with an Add-Response), and for ``app`` creates
-  the DAX device by tag (steps 2-5).  Accepted bytes are compared with the size.
-* ``allocate`` shared: the same offer to the first host, then *enable-shared-access* to every
-  other host (the device re-splits and reorders the capacity per head), a poll on each, a DAX
-  device by tag on each, and :func:`dcdmap.verify_views` over the hosts' views and media maps:
-  every logical byte must reach the same DPA on every host.
-* ``release``: the DAX devices of the tag are destroyed on every holder, then a tag-based
-  Release Capacity per holder and a poll (the host answers with Release DC; steps 6-7).  A
-  ``forced`` release destroys the DAX device, takes the capacity back at once (Forced
-  Capacity Release, which Linux ignores) and tells the host model it lost the tag
-  (:meth:`Host.lose`).
-* ``host``, ``vm_start``, ``vm_stop``, ``migrate``, ``kexec``: counted only.  Presenting pool
-  memory to VMs (and acting on migrations and kexecs) comes later, with ``dcdmap.present``.
+**Placement** (``placement``) of an allocation on an appliance and of its extents in the
+region, in the orchestrator's ledger of each region (an :class:`~dcdmap.ExtentMap` of the
+DPA it handed out):
 
-Untagged allocations: Linux refuses untagged extents in a shareable partition (§4.1 step 5,
-"shareable partition needs a tag"; R4), and the appliance here has only that partition.  With
-``untagged="tag"`` (the default) the orchestrator therefore offers an untagged allocation under
-a tag of its own (``uuid5(NAMESPACE, "untagged/<seed>/<alloc>")``, counted in
-``Report.retagged``); ``untagged="null"`` offers it with the null UUID and records the host's
-refusal.
+* ``"first-fit"``: the first appliance with room; each extent at the lowest free address
+  (an extent that fits no single gap is cut over the first gaps);
+* ``"spread"``: the appliance with the most free bytes; each extent in the largest gap
+  (worst fit), which spreads allocations over the region;
+* ``"device"``: the first appliance with room, and the device's own choice of extents
+  (selection policy *free*, seeded).
 
-Linux stages at most ``CXL_DC_MAX_PENDING_EXTENTS`` (100) records of one More chain and drops
-the whole offer beyond that; ``max_pending`` (default 100, as Linux) is given to every host, so
-a larger allocation (or a shared one the device re-splits past 100 extents) is refused and
-reported.  This happens in practice: ``generate("default", seed=0)`` has one app allocation of
-111 extents, and in ``famfs-shared`` the per-head re-split often passes 100.  Pass a larger
-``max_pending`` to model a kernel with a larger limit.  (The orchestrator does not merge
-DPA-adjacent extents to stay under the limit; it offers the workload's extents as drawn.)
+With ``merge`` (default) DPA-adjacent extents of one allocation are offered as one: Linux
+stages at most 100 records of one More chain (``max_pending``) and drops the whole offer
+beyond that, and all extents of a tag must come in one chain (§4.1 4a).  Without it the
+workload's extents are offered as drawn (a fragmented offer of >100 extents is refused).
 
-Everything is seeded (the device seed is the workload seed) and no wall clock is read: the
-same workload gives the same :class:`Report`.
+**The flow** of RFC §1.3: *allocate* places, offers (prescriptive, or free for
+``"device"``), lets the host poll and answer, and then either creates the DAX device by
+tag (an application, steps 3-5) or presents the group to the VM the allocation backs.
+Shared allocations go to the first host, then to every other holder by
+*enable-shared-access*; every holder's view is checked with :func:`dcdmap.verify_views`.
+*release* destroys the DAX device once the application has let go, asks for a tag-based
+release and lets the host answer (steps 6-7).  An application may still hold its DAX device
+when the release comes (``linger``, seeded): the host defers (EBUSY, §4.4), the
+orchestrator re-issues the release every ``retry`` ticks and, after ``max_retries``, forces
+it: the device takes the capacity back and the host loses it (its application would fault:
+``Report.bytes_lost``).  A workload release marked ``forced`` is forced at once.
+
+**VMs** (``presentation``): each VM gets the presentation of its pool part on its host at
+``vm_start`` (``"hotplug"``, ``"hotplug-kmem"``, ``"virtio-mem"``,
+``"virtio-mem-extended"``, ``"type3"``; None: the VM's allocation is treated as an
+application).  The VMM backs the presentation with the host's DAX device of the tag
+(hot-plug creates it itself).  At ``vm_stop`` the VMM exits and the DAX devices go away.
+
+**Migration** (RFC §1.8): ``drain`` takes the capacity back from the running guest
+(:meth:`~dcdmap.present.base.Presentation.remove`, retried every ``retry`` ticks; if the
+guest still will not give it back after ``max_retries``, the migration is *blocked* and the
+VM stays), releases it on the source and offers it on the destination; ``prepopulate``
+offers and presents it on the destination first (falling back to drain when the pool has
+no room for both), then releases the source.
+
+**kexec** of a host: the old kernel's processes end (its VMs are stopped and restarted on
+the new kernel, its applications' DAX devices close).  ``release``: the host gives every
+extent back before the kexec (RFC §1.8) and the new kernel is offered the same allocations
+again; ``preserve``: the new kernel recovers the extents from the device's extent list
+(region create and rescan, §4.5) and the DAX devices are created again by tag.
+
+**Untagged** allocations: Linux refuses untagged extents in a shareable partition (§4.1 5,
+R4), so with ``untagged="tag"`` (default) the orchestrator offers them under a tag of its
+own (``uuid5(NAMESPACE, "untagged/<seed>/<alloc>")``, counted in ``Report.retagged``);
+``"null"`` offers them untagged and records the refusal.
+
+**The run trace.**  Every decision is an *action* (a dict with ``"do"`` and ``"tick"``)
+in :attr:`Orchestrator.actions`; :meth:`Orchestrator.write_trace` writes the workload's
+events interleaved with the actions they caused, then the final report, as a ``dcdmap-run``
+JSON-lines file that :func:`replay` runs again and compares line by line.  Everything is
+seeded and no wall clock is read: the same workload and configuration give the same run.
 
     >>> from dcdmap.workload import generate
     >>> w = generate("default", seed=2, duration=60_000)
-    >>> r = Orchestrator(w).run()
+    >>> r = Orchestrator(w, presentation="type3").run()
     >>> r.refusals, r.shared_consistent, r.final.free == r.final.total
     ([], True, True)
     >>> r.bytes_accepted == r.bytes_offered == r.bytes_released
     True
-    >>> r == Orchestrator(generate("default", seed=2, duration=60_000)).run()
+    >>> r == Orchestrator(generate("default", seed=2, duration=60_000), presentation="type3").run()
     True
 """
 from __future__ import annotations
 
+import dataclasses
+import heapq
+import json
+import math
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
 import numpy as np
 
@@ -64,30 +92,120 @@ from ._core import ExtentMap, verify_views
 from .cxl import Device, Host, Region
 from .cxl.device import Capacity
 from .cxl.host import MAX_PENDING_EXTENTS
-from .errors import DcdmapError
-from .units import MiB
-from .workload import NAMESPACE, NULL_TAG, Allocate, Release, Workload
+from .errors import ConfigurationError, CorruptDataError, DcdmapError
+from .present import HotplugPresentation, Type3Presentation, VirtioMemPresentation
+from .present.base import Presentation
+from .present.hotplug import q35_boot_mem_end
+from .units import GiB, MiB
+from .workload import (NAMESPACE, NULL_TAG, Allocate, Kexec, Migrate, Release, VmStart, VmStop,
+                       Workload)
 
-__all__ = ["Orchestrator", "Report", "BLOCK_SIZE", "POOL_ALIGN"]
+__all__ = ["Orchestrator", "Config", "Report", "GuestTotals", "replay", "read_run",
+           "PRESENTATIONS", "PLACEMENTS", "BLOCK_SIZE", "POOL_ALIGN", "RUN_FORMAT"]
 
 BLOCK_SIZE = 2 * MiB        # DC region block size (and Linux's PMD alignment)
-POOL_ALIGN = 256 * MiB      # region length rounded up to the capacity multiplier
+POOL_ALIGN = 256 * MiB      # an appliance's region length is a multiple of this
+RUN_FORMAT = "dcdmap-run"
 _REGION = 0
+PRESENTATIONS = ("hotplug", "hotplug-kmem", "virtio-mem", "virtio-mem-extended", "type3")
+PLACEMENTS = ("first-fit", "spread", "device")
+
+
+def _round_up(x: int, a: int) -> int:
+    return -(-x // a) * a
+
+
+@dataclass(frozen=True)
+class Config:
+    """The orchestrator's knobs (see the module docstring).  Ticks are ints (1 tick = 1 ms).
+
+    >>> Config(placement="spread").params()["placement"]
+    'spread'
+    >>> Config(placement="best")
+    Traceback (most recent call last):
+    ...
+    dcdmap.errors.ConfigurationError: placement must be one of first-fit, spread, device, not 'best'
+    """
+    presentation: Optional[str] = None
+    appliances: int = 1
+    placement: str = "first-fit"
+    merge: bool = True
+    untagged: str = "tag"
+    max_pending: int = MAX_PENDING_EXTENTS   # the hosts' More-chain limit (Linux: 100)
+    max_extents: int = 1 << 24               # extents a head may track on a device (QEMU: 512)
+    linger: float = 0.05                     # chance an application still holds its DAX device
+    linger_ticks: int = 10_000               # median ticks it goes on holding it (lognormal)
+    retry: int = 5_000                       # ticks between re-issued releases / drains
+    max_retries: int = 6                     # then the release is forced / the drain blocked
+    vm_slots: int = 8                        # hot-plug: DIMM slots per VM
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ConfigurationError(msg)
+        if self.presentation is not None and self.presentation not in PRESENTATIONS:
+            bad(f"presentation must be one of {', '.join(PRESENTATIONS)} or None, not {self.presentation!r}")
+        if self.placement not in PLACEMENTS:
+            bad(f"placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
+        if self.untagged not in ("tag", "null"):
+            bad(f"untagged must be 'tag' or 'null', not {self.untagged!r}")
+        for name in ("appliances", "max_pending", "max_extents", "linger_ticks", "retry", "vm_slots"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(f"{name} must be a positive int, not {v!r}")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            bad(f"max_retries must be an int >= 0, not {self.max_retries!r}")
+        if not 0 <= self.linger <= 1:
+            bad(f"linger must be in [0, 1], not {self.linger!r}")
+
+    def params(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class GuestTotals:
+    """What presenting the pool to VMs cost over a run, summed over VMs (each VM at its peak).
+
+    ``vms``: VMs that had pool capacity presented; ``presented``: bytes presented (at each
+    VM's peak); ``gpa_used`` / ``gpa_wasted``: guest physical bytes taken / that can never
+    hold presented capacity; ``objects``: guest objects by kind; ``control_ops``: operations
+    by kind (ACPI, virtio-mem requests, mailbox, QMP, events); ``removal``: how capacity is
+    taken back (guaranteed / best-effort); ``takeback_requested`` / ``takeback_returned``:
+    bytes asked back from running guests (drain migrations) and what came back;
+    ``tag_discoverable`` (R1) and ``shared_out_of_ram`` (R3).
+    """
+    vms: int = 0
+    presented: int = 0
+    gpa_used: int = 0
+    gpa_wasted: int = 0
+    objects: Dict[str, int] = field(default_factory=dict)
+    control_ops: Dict[str, int] = field(default_factory=dict)
+    removal: str = ""
+    takeback_requested: int = 0
+    takeback_returned: int = 0
+    tag_discoverable: bool = False
+    shared_out_of_ram: bool = False
 
 
 @dataclass
 class Report:
     """What a run did.  Byte counts are per head: a shared allocation to k hosts counts k times.
 
-    ``counts``: events per KIND.  ``bytes_allocated``: sum of ``Allocate.size`` times the
-    number of hosts.  ``bytes_offered`` / ``bytes_accepted``: what the device offered / the
-    hosts accepted.  ``bytes_released``: what went back (normal and forced).  ``refusals``:
-    ``(tick, event, reason)`` for everything that did not go as planned.  ``shared_verified``:
-    shared tags checked with verify_views; ``shared_consistent``: all of them were.
-    ``retagged``: untagged allocations offered under an orchestrator tag.  ``forced``: forced
-    releases.  ``final``: the device capacity after the run.
+    ``counts``: workload events per KIND.  ``bytes_allocated``: sum of ``Allocate.size``
+    times the number of hosts.  ``bytes_offered`` / ``bytes_accepted``: what the devices
+    offered / the hosts accepted (re-offers after migration and kexec included).
+    ``bytes_released``: what went back (normal and forced).  ``refusals``: ``(tick, what,
+    reason)`` for everything that did not go as planned.  ``shared_verified`` /
+    ``shared_consistent``: shared tags checked with verify_views, and whether all agreed.
+    ``retagged``: untagged allocations offered under an orchestrator tag.  ``deferred``:
+    releases a host deferred (EBUSY) and ``retries`` re-issued; ``forced``: forced releases
+    (from the workload or after ``max_retries``); ``bytes_lost``: bytes hosts still used
+    when they were forced away.  ``migrations`` / ``kexecs``: by outcome / policy;
+    ``bytes_reoffered``: offered again after a migration or kexec; ``bytes_recovered``:
+    found again by a new kernel (kexec preserve).  ``extents_offered`` and
+    ``peak_extents``: extents offered in all, and most accepted at once over all heads.
+    ``guest``: :class:`GuestTotals` (None without a presentation).  ``final``: the
+    capacity of all appliances after the run.
     """
-
     counts: Dict[str, int] = field(default_factory=dict)
     bytes_allocated: int = 0
     bytes_offered: int = 0
@@ -97,231 +215,758 @@ class Report:
     shared_verified: int = 0
     shared_consistent: bool = True
     retagged: int = 0
+    deferred: int = 0
+    retries: int = 0
     forced: int = 0
+    bytes_lost: int = 0
+    migrations: Dict[str, int] = field(default_factory=dict)
+    kexecs: Dict[str, int] = field(default_factory=dict)
+    bytes_reoffered: int = 0
+    bytes_recovered: int = 0
+    extents_offered: int = 0
+    peak_extents: int = 0
+    guest: Optional[GuestTotals] = None
     final: Optional[Capacity] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready (tuples as lists, the capacity as a dict)."""
+        d = dataclasses.asdict(self)
+        d["refusals"] = [list(r) for r in self.refusals]
+        d["final"] = None if self.final is None else self.final._asdict()
+        return d
 
 
 @dataclass
 class _Live:
-    """One live allocation: its tag, its DPA ranges in the ledger, and who holds it."""
-
+    """One live allocation: where it is, who holds it, who uses it."""
+    ev: Allocate
     tag: uuid.UUID
-    starts: np.ndarray
-    lengths: np.ndarray
+    appliance: int = -1
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
     holders: List[int] = field(default_factory=list)
+    extents: Dict[int, int] = field(default_factory=dict)   # extents each holder accepted
+    vm: Optional[int] = None
+    lingers: bool = False          # the application keeps its DAX device open a while
+    busy_until: int = -1           # ... until this tick (drawn at release)
+    tries: int = 0
+
+    def fresh(self) -> "_Live":
+        """The same allocation, not placed anywhere yet (for a re-offer)."""
+        return _Live(self.ev, self.tag, vm=self.vm)
+
+
+@dataclass
+class _Vm:
+    ev: VmStart
+    host: int
+    pres: Optional[Presentation] = None
+    appliance: int = -1
+    allocs: List[int] = field(default_factory=list)
+    presented: set = field(default_factory=set)              # tags presented to the guest
+    peak: Dict[str, int] = field(default_factory=dict)
+    tries: int = 0
 
 
 class Orchestrator:
-    """Run a workload through one multi-headed appliance (see the module docstring).
+    """Run a workload over appliances, hosts and VMs (see the module docstring).
 
-    Parameters
-    ----------
-    workload : the events and their parameters (``hosts``, ``pool_size``) and seed.
-    untagged : ``"tag"`` (offer untagged allocations under an orchestrator tag) or ``"null"``.
-    max_pending : the hosts' More-chain limit (Linux: 100).
-    max_extents : extents a head may track on the device (QEMU: 512; large by default).
-
-    Attributes ``device`` and ``hosts`` are the appliance and the hosts, for inspection.
-    Thread safety: none.
+    ``Orchestrator(workload, config)`` or ``Orchestrator(workload, **config_fields)``.
+    Attributes: ``devices`` (one per appliance), ``hosts[appliance][host]`` (the Linux host
+    models), ``actions`` (the run trace), ``report``.  Thread safety: none.
     """
 
-    def __init__(self, workload: Workload, *, untagged: str = "tag",
-                 max_pending: int = MAX_PENDING_EXTENTS, max_extents: int = 1 << 24) -> None:
-        if untagged not in ("tag", "null"):
-            raise ValueError(f"untagged must be 'tag' or 'null', not {untagged!r}")
+    def __init__(self, workload: Workload, config: Optional[Config] = None, **kw: Any) -> None:
+        if config is None:
+            config = Config(**kw)
+        elif kw:
+            config = dataclasses.replace(config, **kw)
+        self.config = c = config
         self.workload = workload
-        self.untagged = untagged
         params = workload.params
-        nhosts = int(params["hosts"])
-        pool = -(-int(params["pool_size"]) // POOL_ALIGN) * POOL_ALIGN
-        self.region = Region(base=0, length=pool, block_size=BLOCK_SIZE, shareable=True)
-        self.device = Device([self.region], heads=nhosts, seed=workload.seed, max_extents=max_extents)
-        self.hosts = [Host(self.device, h, max_pending=max_pending) for h in range(nhosts)]
-        self._ledger = ExtentMap(BLOCK_SIZE)       # DPA the orchestrator has handed out
+        self.nhosts = int(params["hosts"])
+        per = _round_up(-(-int(params["pool_size"]) // c.appliances), POOL_ALIGN)
+        self.region = Region(base=0, length=per, block_size=BLOCK_SIZE, shareable=True)
+        self.devices = [Device([self.region], heads=self.nhosts, seed=workload.seed * 1009 + a,
+                               max_extents=c.max_extents) for a in range(c.appliances)]
+        self.hosts = [[Host(d, h, max_pending=c.max_pending) for h in range(self.nhosts)]
+                      for d in self.devices]
+        self._ledgers = [ExtentMap(BLOCK_SIZE) for _ in self.devices]
         self._live: Dict[int, _Live] = {}
-        self.report = Report()
+        self._vms: Dict[int, _Vm] = {}
+        self._rng = np.random.default_rng([workload.seed, 0x0C4E])
+        self._timers: List[Tuple[int, int, Callable[..., None], tuple]] = []
+        self._timer_seq = 0
+        self._accepted_extents = 0
+        self.now = 0
+        self.actions: List[Dict[str, Any]] = []
+        self._marks: List[int] = []          # actions[:marks[i]] happened up to event i
+        self.report = Report(guest=GuestTotals() if c.presentation else None)
         self._ran = False
 
     # ------------------------------------------------------------------ driving
 
-    def run(self) -> Report:
-        """Handle every event in order and return the :class:`Report` (once per orchestrator)."""
+    def run(self, progress: Optional[Callable[[int], None]] = None) -> Report:
+        """Handle every event in order (and the timers they set) and return the
+        :class:`Report`.  ``progress(i)`` is called every 1024 events.  Runs once."""
         if self._ran:
             raise RuntimeError("an Orchestrator runs its workload once")
         self._ran = True
         counts: Counter = Counter()
-        for ev in self.workload.events:
+        handlers = {Allocate: self._allocate, Release: self._release, VmStart: self._vm_start,
+                    VmStop: self._vm_stop, Migrate: self._migrate, Kexec: self._kexec}
+        for i, ev in enumerate(self.workload.events):
+            self._run_timers(ev.tick)
+            self.now = ev.tick
             counts[ev.KIND] += 1
-            if isinstance(ev, Allocate):
-                self._allocate(ev)
-            elif isinstance(ev, Release):
-                self._release(ev)
-            # host / vm_start / vm_stop / migrate / kexec: counted only (presentations later).
-        end = max((ev.tick for ev in self.workload.events), default=0)
-        for h in self.hosts:
-            h.poll(end)
-        self.report.counts = dict(sorted(counts.items()))
-        self.report.final = self.device.capacity(_REGION)
-        return self.report
+            handler = handlers.get(type(ev))
+            if handler is not None:
+                handler(ev)
+            self._marks.append(len(self.actions))
+            if progress is not None and not i % 1024:
+                progress(i)
+        self._run_timers(None)
+        for row in self.hosts:
+            for h in row:
+                h.poll(self.now)
+        rep = self.report
+        rep.counts = dict(sorted(counts.items()))
+        caps = [d.capacity(_REGION) for d in self.devices]
+        rep.final = Capacity(*(sum(c[i] for c in caps) for i in range(4)))
+        if rep.guest is not None:
+            rep.guest.objects = dict(sorted(rep.guest.objects.items()))
+            rep.guest.control_ops = dict(sorted(rep.guest.control_ops.items()))
+        rep.migrations = dict(sorted(rep.migrations.items()))
+        rep.kexecs = dict(sorted(rep.kexecs.items()))
+        self._marks.append(len(self.actions))
+        return rep
 
-    def _refuse(self, tick: int, ev: object, reason: str) -> None:
-        self.report.refusals.append((tick, f"{type(ev).__name__.lower()} {getattr(ev, 'alloc', '')}".strip(),
-                                     reason))
+    def _at(self, tick: int, fn: Callable[..., None], *args: Any) -> None:
+        heapq.heappush(self._timers, (tick, self._timer_seq, fn, args))
+        self._timer_seq += 1
+
+    def _run_timers(self, until: Optional[int]) -> None:
+        while self._timers and (until is None or self._timers[0][0] <= until):
+            tick, _, fn, args = heapq.heappop(self._timers)
+            self.now = max(self.now, tick)
+            fn(*args)
+
+    def _do(self, action: str, **kw: Any) -> None:
+        self.actions.append({"do": action, "tick": self.now, **kw})
+
+    def _refuse(self, what: str, reason: str) -> None:
+        self.report.refusals.append((self.now, what, reason))
+        self._do("refused", what=what, reason=reason)
 
     # ------------------------------------------------------------------ placement
 
-    def _place(self, sizes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """First-fit placement of the extent sizes in the ledger; an extent that fits no single
-        gap is cut over the first gaps (block-aligned).  Raises DcdmapError when the pool is
-        full (it cannot be: the generator never over-commits)."""
-        lo, hi = self.region.base, self.region.end
+    def _free(self, a: int) -> int:
+        return self.region.length - self._ledgers[a].mapped_bytes
+
+    def _choose_appliance(self, size: int) -> Optional[int]:
+        fits = [a for a in range(len(self.devices)) if self._free(a) >= size]
+        if not fits:
+            return None
+        if self.config.placement == "spread":
+            return max(fits, key=lambda a: (self._free(a), -a))
+        return fits[0]
+
+    def _place(self, a: int, sizes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Place the extent sizes in appliance ``a``'s ledger (first fit or largest gap; an
+        extent that fits no single gap is cut over the gaps in order).  The caller checked
+        that the bytes fit; the ledger records the placement.  With ``merge``, adjacent
+        pieces are joined."""
+        ledger, lo, hi = self._ledgers[a], self.region.base, self.region.end
+        spread = self.config.placement == "spread"
         out_s: List[int] = []
         out_n: List[int] = []
         for size in sizes.tolist():
-            at = self._ledger.find_free(size, align=BLOCK_SIZE, lo=lo, hi=hi)
+            at = None
+            if spread:
+                gaps = ledger.gaps(lo, hi)
+                if len(gaps.lengths):
+                    k = int(np.argmax(gaps.lengths))
+                    if int(gaps.lengths[k]) >= size:
+                        at = int(gaps.starts[k])
+            else:
+                at = ledger.find_free(size, align=BLOCK_SIZE, lo=lo, hi=hi)
             if at is not None:
-                self._ledger.insert(at, size)
+                ledger.insert(at, size)
                 out_s.append(at)
                 out_n.append(size)
                 continue
-            gaps = self._ledger.gaps(lo, hi)
+            gaps = ledger.gaps(lo, hi)
             left = size
             for s, n in zip(gaps.starts.tolist(), gaps.lengths.tolist()):
                 take = min(n, left)
-                self._ledger.insert(s, take)
+                ledger.insert(s, take)
                 out_s.append(s)
                 out_n.append(take)
                 left -= take
                 if not left:
                     break
-            if left:
-                raise DcdmapError(f"the pool has no room for {size:#x} bytes")
-        return np.array(out_s, np.uint64), np.array(out_n, np.uint64)
+        starts, lengths = np.array(out_s, np.uint64), np.array(out_n, np.uint64)
+        if self.config.merge and len(starts) > 1:
+            starts, lengths = _coalesce(starts, lengths)
+        return starts, lengths
 
-    def _unplace(self, live: _Live) -> None:
-        self._ledger.remove_many(live.starts, live.lengths)
-
-    # ------------------------------------------------------------------ allocate
+    # ------------------------------------------------------------------ offers
 
     def _tag_of(self, ev: Allocate) -> uuid.UUID:
-        if ev.kind == "untagged" and self.untagged == "tag":
+        if ev.kind == "untagged" and self.config.untagged == "tag":
             self.report.retagged += 1
             return uuid.uuid5(NAMESPACE, f"untagged/{self.workload.seed}/{ev.alloc}")
         return ev.tag
 
-    def _held(self, host: Host, tag: uuid.UUID, starts: np.ndarray, lengths: np.ndarray) -> int:
+    def _held(self, host: Host, live: _Live) -> int:
         """Bytes of the allocation the host holds after answering."""
-        if tag != NULL_TAG:
+        if live.tag != NULL_TAG:
             try:
-                return host.group(tag).size
+                return host.group(live.tag).size
             except DcdmapError:
                 return 0
         held = host.extents()
-        if not len(held):
+        if not len(held) or not len(live.starts):
             return 0
         m = ExtentMap.from_arrays(held[:, 0], held[:, 1])
-        kinds = m.classify_many(starts, lengths)
-        return int(lengths[kinds == ExtentMap.WITHIN].astype(object).sum())
+        kinds = m.classify_many(live.starts, live.lengths)
+        return int(live.lengths[kinds == ExtentMap.WITHIN].sum(dtype=np.uint64))
 
-    def _allocate(self, ev: Allocate) -> None:
-        rep = self.report
-        tag = self._tag_of(ev)
-        rep.bytes_allocated += ev.size * len(ev.hosts)
-        starts, lengths = self._place(ev.extent_sizes)
-        live = _Live(tag, starts, lengths)
-        self._live[ev.alloc] = live
-        first, *others = ev.hosts
+    def _offer_first(self, live: _Live, h: int, what: str) -> bool:
+        """Place ``live`` and offer it to host ``h`` (which answers).  True if the host took
+        all of it; on a refusal the placement is undone."""
+        rep, ev = self.report, live.ev
+        a = self._choose_appliance(ev.size)
+        if a is None:
+            self._refuse(what, f"no appliance has {ev.size:#x} free bytes")
+            return False
+        dev = self.devices[a]
         try:
-            offer = self.device.add_capacity(first, _REGION, np.stack([starts, lengths], axis=1), tag=tag)
+            if self.config.placement == "device":
+                offer = dev.add_capacity(h, _REGION, policy="free", length=ev.size, tag=live.tag)
+                starts, lengths = offer.extents["start"].copy(), offer.extents["length"].copy()
+                self._ledgers[a].insert_many(starts, lengths)
+            else:
+                starts, lengths = self._place(a, ev.extent_sizes)
+                try:
+                    offer = dev.add_capacity(h, _REGION, np.stack([starts, lengths], axis=1), tag=live.tag)
+                except DcdmapError:
+                    self._ledgers[a].remove_many(starts, lengths)
+                    raise
         except DcdmapError as e:
-            self._refuse(ev.tick, ev, f"host {first}: device refused the offer: {e}")
-            return
+            self._refuse(what, f"appliance {a} refused the offer to host {h}: {e}")
+            return False
+        live.appliance, live.starts, live.lengths = a, starts, lengths
         rep.bytes_offered += offer.length
-        host = self.hosts[first]
-        host.poll(ev.tick)
-        got = self._held(host, tag, starts, lengths)
-        rep.bytes_accepted += got
+        rep.extents_offered += len(starts)
+        self._do("offer", alloc=ev.alloc, appliance=a, host=h, extents=len(starts), bytes=offer.length)
+        return self._accepted(live, h, what)
+
+    def _offer_shared(self, live: _Live, h: int, what: str) -> bool:
+        """Enable-shared-access of a live shared allocation for host ``h``."""
+        try:
+            offer = self.devices[live.appliance].add_capacity(h, _REGION, policy="enable-shared-access",
+                                                              tag=live.tag)
+        except DcdmapError as e:
+            self._refuse(what, f"host {h}: enable-shared-access refused: {e}")
+            return False
+        self.report.bytes_offered += offer.length
+        self.report.extents_offered += len(offer.extents)
+        self._do("share", alloc=live.ev.alloc, appliance=live.appliance, host=h,
+                 extents=len(offer.extents), bytes=offer.length)
+        return self._accepted(live, h, what)
+
+    def _accepted(self, live: _Live, h: int, what: str) -> bool:
+        host = self.hosts[live.appliance][h]
+        host.poll(self.now)
+        got = self._held(host, live)
+        self.report.bytes_accepted += got
         if got:
-            live.holders.append(first)
-        if got != ev.size:
-            self._refuse(ev.tick, ev, f"host {first} accepted {got} of {ev.size} bytes")
-            if not got:
-                return
-        if ev.kind == "app":
-            self._create_dax(ev, host, tag)
-        if ev.kind != "shared":
-            return
-        for h in others:
-            try:
-                offer = self.device.add_capacity(h, _REGION, policy="enable-shared-access", tag=tag)
-            except DcdmapError as e:
-                self._refuse(ev.tick, ev, f"host {h}: device refused enable-shared-access: {e}")
-                continue
-            rep.bytes_offered += offer.length
-            self.hosts[h].poll(ev.tick)
-            got = self._held(self.hosts[h], tag, starts, lengths)
-            rep.bytes_accepted += got
-            if got:
-                live.holders.append(h)
-            if got != ev.size:
-                self._refuse(ev.tick, ev, f"host {h} accepted {got} of {ev.size} bytes")
-        for h in live.holders:
-            self._create_dax(ev, self.hosts[h], tag)
+            live.holders.append(h)
+            live.extents[h] = len(host.group(live.tag).extents) if live.tag != NULL_TAG else len(live.starts)
+            self._count_extents(live.extents[h])
+        self._do("accept", alloc=live.ev.alloc, host=h, bytes=got)
+        if got != live.ev.size:
+            self._refuse(what, f"host {h} accepted {got} of {live.ev.size} bytes")
+            return False
+        return True
+
+    def _count_extents(self, n: int) -> None:
+        self._accepted_extents += n
+        self.report.peak_extents = max(self.report.peak_extents, self._accepted_extents)
+
+    def _verify_shared(self, live: _Live, what: str) -> None:
+        hosts = [self.hosts[live.appliance][h] for h in live.holders]
         try:
-            check = verify_views([self.hosts[h].view(tag) for h in live.holders],
-                                 [self.hosts[h].media_map() for h in live.holders],
+            check = verify_views([h.view(live.tag) for h in hosts], [h.media_map() for h in hosts],
                                  names=[f"host {h}" for h in live.holders])
+            ok, reason = bool(check), check.reason
         except DcdmapError as e:
-            check = None
-            reason = str(e)
-        else:
-            reason = check.reason
-        rep.shared_verified += 1
-        if not check:
-            rep.shared_consistent = False
-            self._refuse(ev.tick, ev, f"shared views inconsistent: {reason}")
+            ok, reason = False, str(e)
+        self.report.shared_verified += 1
+        self._do("verify", alloc=live.ev.alloc, hosts=list(live.holders), consistent=ok)
+        if not ok:
+            self.report.shared_consistent = False
+            self._refuse(what, f"shared views inconsistent: {reason}")
 
-    def _create_dax(self, ev: Allocate, host: Host, tag: uuid.UUID) -> None:
+    # ------------------------------------------------------------------ using the capacity
+
+    def _start_use(self, live: _Live, h: int, what: str) -> None:
+        """Step 3-5: the application's DAX device by tag, or the VM's presentation."""
+        if live.tag == NULL_TAG or live.ev.kind == "untagged":
+            return
+        vm = self._vms.get(live.vm) if live.vm is not None else None
+        if vm is not None and self.config.presentation:
+            self._present(vm, live, what)
+            return
         try:
-            host.create_dax(tag)
+            self.hosts[live.appliance][h].create_dax(live.tag)
         except DcdmapError as e:
-            self._refuse(ev.tick, ev, f"host {host.head}: no DAX device: {e}")
+            self._refuse(what, f"host {h}: no DAX device: {e}")
 
-    # ------------------------------------------------------------------ release
+    def _present(self, vm: _Vm, live: _Live, what: str) -> None:
+        host = self.hosts[live.appliance][vm.host]
+        if vm.pres is None or vm.appliance != live.appliance:
+            vm.pres, vm.appliance = self._presentation(host, vm), live.appliance
+            self.report.guest.vms += 1
+        kind = self.config.presentation
+        try:
+            if kind != "hotplug" and kind != "hotplug-kmem":
+                host.create_dax(live.tag)            # the VMM's memory backend
+            try:
+                vm.pres.add(host.group(live.tag))
+            except DcdmapError:
+                self._close_dax(host, live.tag)
+                raise
+        except DcdmapError as e:
+            self._refuse(what, f"VM {vm.ev.vm}: {kind} refused the capacity: {e}")
+            return
+        vm.presented.add(live.tag)
+        self._do("present", alloc=live.ev.alloc, vm=vm.ev.vm, bytes=live.ev.size)
+        m = vm.pres.metrics
+        for k, v in (("presented", m.presented), ("gpa_used", m.gpa_used), ("gpa_wasted", m.gpa_wasted),
+                     *((f"obj:{o}", n) for o, n in m.objects.items())):
+            vm.peak[k] = max(vm.peak.get(k, 0), v)
 
-    def _destroy_dax(self, host: Host, tag: uuid.UUID) -> None:
+    def _presentation(self, host: Host, vm: _Vm) -> Presentation:
+        kind, memory = self.config.presentation, vm.ev.memory
+        pool = sum(self._live[a].ev.size for a in vm.allocs if a in self._live)
+        ram = max(_round_up(memory - pool, 2 * MiB), GiB)
+        seed = self.workload.seed * 7919 + vm.ev.vm
+        if kind in ("hotplug", "hotplug-kmem"):
+            return HotplugPresentation(host, ram=ram, slots=self.config.vm_slots,
+                                       maxmem=ram + _round_up(memory, GiB), kmem=kind == "hotplug-kmem",
+                                       seed=seed)
+        if kind in ("virtio-mem", "virtio-mem-extended"):
+            return VirtioMemPresentation(host, extended=kind == "virtio-mem-extended",
+                                         region_size=_round_up(memory, GiB),
+                                         boot_mem_end=q35_boot_mem_end(ram), seed=seed)
+        return Type3Presentation(host, window_size=_round_up(memory, POOL_ALIGN), seed=seed)
+
+    def _close_vm(self, vm: _Vm) -> None:
+        """The VMM exits: its metrics are added up, its memory backends (DAX devices) close."""
+        for live in self._lives_of(vm):
+            self._close_dax(self.hosts[live.appliance][vm.host], live.tag)
+        if vm.pres is None:
+            return
+        g = self.report.guest
+        m = vm.pres.metrics
+        for k in ("presented", "gpa_used", "gpa_wasted"):
+            setattr(g, k, getattr(g, k) + vm.peak.get(k, 0))
+        for k, v in vm.peak.items():
+            if k.startswith("obj:"):
+                g.objects[k[4:]] = g.objects.get(k[4:], 0) + v
+        for k, v in m.control_ops.items():
+            g.control_ops[k] = g.control_ops.get(k, 0) + v
+        g.removal, g.tag_discoverable, g.shared_out_of_ram = m.removal, m.tag_discoverable, m.shared_out_of_ram
+        vm.pres, vm.peak, vm.presented = None, {}, set()
+
+    @staticmethod
+    def _close_dax(host: Host, tag: uuid.UUID) -> None:
         for dax in host.dax_devices:
             if dax.uuid == tag:
-                dax.resize(0)
+                host.destroy_dax(dax)
+
+    # ------------------------------------------------------------------ events
+
+    def _allocate(self, ev: Allocate) -> None:
+        what = f"allocate {ev.alloc}"
+        self.report.bytes_allocated += ev.size * len(ev.hosts)
+        live = _Live(ev, self._tag_of(ev), vm=ev.vm)
+        if ev.vm is not None and ev.vm in self._vms:
+            self._vms[ev.vm].allocs.append(ev.alloc)
+        elif ev.kind != "untagged":
+            live.lingers = bool(self._rng.random() < self.config.linger)
+        self._live[ev.alloc] = live
+        first, *others = ev.hosts
+        if not self._offer_first(live, first, what) and not live.holders:
+            return
+        if ev.kind != "shared":
+            self._start_use(live, first, what)
+            return
+        for h in others:
+            self._offer_shared(live, h, what)
+        for h in live.holders:
+            self._start_use(live, h, what)
+        self._verify_shared(live, what)
 
     def _release(self, ev: Release) -> None:
-        live = self._live.pop(ev.alloc, None)
+        live = self._live.get(ev.alloc)
         if live is None:
-            self._refuse(ev.tick, ev, "no such live allocation")
+            self._refuse(f"release {ev.alloc}", "no such live allocation")
             return
-        rep = self.report
         if ev.forced:
-            rep.forced += 1
-        for h in live.holders:
-            host = self.hosts[h]
-            before = self.device.head_capacity(h)[1]
-            try:
-                if live.tag == NULL_TAG:
-                    held = host.extents()
-                    m = ExtentMap.from_arrays(live.starts, live.lengths)
-                    kinds = m.classify_many(held[:, 0], held[:, 1]) if len(held) else np.zeros(0)
-                    mine = held[kinds == ExtentMap.WITHIN]
-                    self.device.release_capacity(h, _REGION, mine, forced=ev.forced)
-                else:
-                    self._destroy_dax(host, live.tag)
-                    self.device.release_capacity(h, _REGION, policy="tag-based", tag=live.tag,
-                                                 forced=ev.forced)
-            except DcdmapError as e:
-                self._refuse(ev.tick, ev, f"host {h}: release refused: {e}")
-                continue
-            host.poll(ev.tick)
-            if ev.forced and live.tag != NULL_TAG:
-                host.lose(live.tag, "forced release")
-            gone = before - self.device.head_capacity(h)[1]
-            rep.bytes_released += gone
+            self._force(live, "forced by the workload")
+            return
+        if live.lingers:
+            med = self.config.linger_ticks
+            live.busy_until = self.now + max(1, int(med * math.exp(self._rng.standard_normal())))
+        self._try_release(live)
+
+    def _try_release(self, live: _Live) -> None:
+        """Ask every holder to give the allocation back; re-issue later while one defers, and
+        force it after ``max_retries``."""
+        in_use = self.now < live.busy_until
+        for h in list(live.holders):
+            if not in_use:                       # the application has let go of its DAX device
+                self._close_dax(self.hosts[live.appliance][h], live.tag)
+            self._release_on(live, h, forced=False)
+        if not live.holders:
+            self._forget(live)
+            return
+        if not live.tries:
+            self.report.deferred += len(live.holders)
+        self._do("deferred", alloc=live.ev.alloc, hosts=list(live.holders), attempt=live.tries)
+        if live.tries >= self.config.max_retries:
+            self._force(live, f"still in use after {live.tries} re-issued releases")
+            return
+        live.tries += 1
+        self._at(self.now + self.config.retry, self._retry_release, live)
+
+    def _retry_release(self, live: _Live) -> None:
+        if self._live.get(live.ev.alloc) is live:
+            self.report.retries += 1
+            self._try_release(live)
+
+    def _release_on(self, live: _Live, h: int, *, forced: bool) -> None:
+        """One release of the allocation on host ``h`` (tag-based; the ranges if untagged), and
+        the host's answer.  ``h`` leaves ``live.holders`` once its capacity is back, or when
+        the device refuses the request (recorded: there is nothing it would release)."""
+        host, dev = self.hosts[live.appliance][h], self.devices[live.appliance]
+        before = dev.head_capacity(h)[1]
+        try:
+            if live.tag == NULL_TAG:
+                held = host.extents()
+                m = ExtentMap.from_arrays(live.starts, live.lengths)
+                kinds = m.classify_many(held[:, 0], held[:, 1]) if len(held) else np.zeros(0)
+                dev.release_capacity(h, _REGION, held[kinds == ExtentMap.WITHIN], forced=forced)
+            else:
+                dev.release_capacity(h, _REGION, policy="tag-based", tag=live.tag, forced=forced)
+        except DcdmapError as e:
+            self._refuse(f"release {live.ev.alloc}", f"host {h}: release refused: {e}")
+            live.holders.remove(h)
+            self._count_extents(-live.extents.pop(h, 0))
+            return
+        host.poll(self.now)
+        gone = before - dev.head_capacity(h)[1]
+        self.report.bytes_released += gone
+        if gone:
+            live.holders.remove(h)
+            self._count_extents(-live.extents.pop(h, 0))
+        self._do("release", alloc=live.ev.alloc, host=h, bytes=gone, forced=forced)
+
+    def _force(self, live: _Live, why: str) -> None:
+        """Forced Capacity Release on every holder: the device takes it back at once; Linux
+        ignores the event (§4.4), so the host model is told it lost the tag.  An application
+        still using it loses its bytes (``bytes_lost``)."""
+        self.report.forced += 1
+        self._do("force", alloc=live.ev.alloc, why=why)
+        for h in list(live.holders):
+            host = self.hosts[live.appliance][h]
+            held = self._held(host, live)
+            if self.now < live.busy_until:
+                self.report.bytes_lost += held
+            self._close_dax(host, live.tag)
+            self._release_on(live, h, forced=True)
+            if held and live.tag != NULL_TAG:
+                host.lose(live.tag, why)
+        self._forget(live)
+
+    def _forget(self, live: _Live) -> None:
+        """The allocation is gone from every host: its DPA goes back to the ledger."""
+        if self._live.get(live.ev.alloc) is live:
+            del self._live[live.ev.alloc]
         self._unplace(live)
+
+    def _unplace(self, live: _Live) -> None:
+        """Give the allocation's DPA back to the ledger, unless a host still holds it (then
+        it stays out of use, and the run says so)."""
+        if live.holders:
+            self._refuse(f"release {live.ev.alloc}", f"hosts {live.holders} still hold it: "
+                                                     f"its capacity stays out of use")
+            live.holders = []
+        elif len(live.starts):
+            self._ledgers[live.appliance].remove_many(live.starts, live.lengths)
+            live.starts = live.lengths = np.zeros(0, np.uint64)
+
+    def _vm_start(self, ev: VmStart) -> None:
+        self._vms[ev.vm] = _Vm(ev, ev.host)
+
+    def _vm_stop(self, ev: VmStop) -> None:
+        vm = self._vms.pop(ev.vm, None)
+        if vm is None:
+            return
+        if vm.tries:                               # stopped while a drain was being retried
+            self.report.migrations["cancelled"] = self.report.migrations.get("cancelled", 0) + 1
+            self._do("cancelled", vm=ev.vm)
+        self._close_vm(vm)
+
+    # ------------------------------------------------------------------ migration and kexec
+
+    def _migrate(self, ev: Migrate) -> None:
+        vm = self._vms.get(ev.vm)
+        if vm is None:
+            self._refuse(f"migrate {ev.vm}", "no such VM")
+            return
+        vm.tries = 0
+        lives = self._lives_of(vm)
+        if ev.policy == "prepopulate" and lives and \
+                self._choose_appliance(sum(live.ev.size for live in lives)) is None:
+            self._do("fallback", vm=ev.vm, why="no room to pre-populate: drain")
+            self._drain(vm, ev.to_host)
+        elif ev.policy == "prepopulate":
+            self._prepopulate(vm, ev.to_host, lives)
+        else:
+            self._drain(vm, ev.to_host)
+
+    def _lives_of(self, vm: _Vm) -> List[_Live]:
+        return [self._live[a] for a in vm.allocs if a in self._live]
+
+    def _drain(self, vm: _Vm, to: int) -> None:
+        """Take the VM's capacity back while it runs, then move it (retried, then blocked)."""
+        g = self.report.guest
+        short = 0
+        for live in self._lives_of(vm):
+            if vm.pres is None or live.tag not in vm.presented:
+                continue
+            try:
+                r = vm.pres.remove(live.tag)
+            except DcdmapError as e:
+                self._refuse(f"migrate {vm.ev.vm}", f"take-back of allocation {live.ev.alloc} refused: {e}")
+                short += live.ev.size
+                continue
+            g.takeback_requested += r.requested
+            g.takeback_returned += r.returned
+            self._do("take_back", vm=vm.ev.vm, alloc=live.ev.alloc, requested=r.requested,
+                     returned=r.returned, how=r.how)
+            if r.complete:
+                vm.presented.discard(live.tag)
+            else:
+                short += r.requested - r.returned
+        if not short:
+            vm.tries = 0
+            self._move(vm, to)
+            return
+        if vm.tries >= self.config.max_retries:
+            self.report.migrations["blocked"] = self.report.migrations.get("blocked", 0) + 1
+            self._refuse(f"migrate {vm.ev.vm}",
+                         f"the guest kept {short:#x} bytes after {vm.tries} retries: migration blocked")
+            return
+        vm.tries += 1
+        self._at(self.now + self.config.retry, self._drain_again, vm, to)
+
+    def _drain_again(self, vm: _Vm, to: int) -> None:
+        if self._vms.get(vm.ev.vm) is vm:
+            self.report.retries += 1
+            self._drain(vm, to)
+
+    def _move(self, vm: _Vm, to: int) -> None:
+        """Drained: release the VM's capacity on the source, offer and present it on ``to``."""
+        lives = self._lives_of(vm)
+        self._close_vm(vm)
+        for live in lives:
+            for h in list(live.holders):
+                self._release_on(live, h, forced=False)
+            self._forget(live)
+        vm.host = to
+        for live in lives:
+            self._reoffer(live, to, f"migrate {vm.ev.vm}")
+        self.report.migrations["drain"] = self.report.migrations.get("drain", 0) + 1
+        self._do("migrated", vm=vm.ev.vm, to=to, policy="drain")
+
+    def _reoffer(self, old: _Live, h: int, what: str) -> Optional[_Live]:
+        """Offer an allocation again, placed afresh, to host ``h`` (which starts using it)."""
+        live = old.fresh()
+        self._live[live.ev.alloc] = live
+        if not self._offer_first(live, h, what):
+            if not live.holders:
+                self._forget(live)
+            return None
+        self.report.bytes_reoffered += live.ev.size
+        self._start_use(live, h, what)
+        return live
+
+    def _prepopulate(self, vm: _Vm, to: int, lives: List[_Live]) -> None:
+        """Offer and present the VM's capacity on the destination first; the source copy goes
+        back once the guest runs there (the source VMM exits: no guest cooperation)."""
+        self._close_vm(vm)
+        src, vm.host = vm.host, to
+        for old in lives:
+            self._reoffer(old, to, f"migrate {vm.ev.vm}")
+            for h in list(old.holders):
+                self._release_on(old, h, forced=False)
+            self._unplace(old)
+        self.report.migrations["prepopulate"] = self.report.migrations.get("prepopulate", 0) + 1
+        self._do("migrated", vm=vm.ev.vm, to=to, policy="prepopulate", source=src)
+
+    def _kexec(self, ev: Kexec) -> None:
+        h, what = ev.host, f"kexec {ev.host}"
+        self.report.kexecs[ev.policy] = self.report.kexecs.get(ev.policy, 0) + 1
+        for vm in self._vms.values():              # the old kernel's processes end
+            if vm.host == h:
+                self._close_vm(vm)
+        mine = [live for live in self._live.values() if h in live.holders]
+        for live in mine:
+            self._close_dax(self.hosts[live.appliance][h], live.tag)
+            if ev.policy == "release":             # RFC §1.8: give it all back first
+                self._release_on(live, h, forced=False)
+        for a, dev in enumerate(self.devices):     # the new kernel probes: region create + rescan
+            self.hosts[a][h] = Host(dev, h, max_pending=self.config.max_pending)
+        self._do("kexec", host=h, policy=ev.policy, allocations=len(mine))
+        for live in mine:
+            if ev.policy == "preserve":
+                got = self._held(self.hosts[live.appliance][h], live)
+                self.report.bytes_recovered += got
+                if got == live.ev.size:
+                    self._start_use(live, h, what)
+                else:
+                    self._refuse(what, f"allocation {live.ev.alloc}: the new kernel found {got} of "
+                                       f"{live.ev.size} bytes")
+            elif live.ev.kind == "shared" and live.holders:
+                if self._offer_shared(live, h, what):
+                    self.report.bytes_reoffered += live.ev.size
+                    self._start_use(live, h, what)
+                    self._verify_shared(live, what)
+            else:
+                self._forget(live)
+                self._reoffer(live, h, what)
+
+    # ------------------------------------------------------------------ the run trace
+
+    def write_trace(self, file: TextIO) -> None:
+        """Write the run as ``dcdmap-run`` JSON lines: a header with the configuration, the
+        workload's header, each workload event followed by the actions it caused (timers
+        included), the actions after the last event, and the report.  Call after
+        :meth:`run`."""
+        if not self._ran:
+            raise RuntimeError("run() first")
+        dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+        file.write(dumps({"format": RUN_FORMAT, "version": 1, "config": self.config.params()}) + "\n")
+        import io
+        buf = io.StringIO()
+        self.workload.to_jsonl(buf)
+        lines = buf.getvalue().splitlines()
+        file.write(lines[0] + "\n")
+        done = 0
+        for i, line in enumerate(lines[1:]):
+            file.write(line + "\n")
+            for act in self.actions[done:self._marks[i]]:
+                file.write(dumps(act) + "\n")
+            done = self._marks[i]
+        for act in self.actions[done:]:
+            file.write(dumps(act) + "\n")
+        file.write(dumps({"report": self.report.to_dict()}) + "\n")
+
+
+def _coalesce(starts: np.ndarray, lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Join ranges that touch, in address order.
+
+    >>> s, n = _coalesce(np.array([8, 0, 4, 20], np.uint64), np.array([4, 4, 4, 4], np.uint64))
+    >>> s.tolist(), n.tolist()
+    ([0, 20], [12, 4])
+    """
+    order = np.argsort(starts, kind="stable")
+    s, n = starts[order], lengths[order]
+    new = np.ones(len(s), bool)
+    new[1:] = s[1:] != s[:-1] + n[:-1]
+    idx = np.flatnonzero(new)
+    return s[idx], np.add.reduceat(n, idx).astype(np.uint64)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, uuid.UUID):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------------- reading and replaying
+
+def read_run(lines: Iterable[str]) -> Tuple[Config, Workload, List[Dict[str, Any]], Dict[str, Any]]:
+    """Read a ``dcdmap-run`` trace: its configuration, workload, actions and report (as
+    written).  CorruptDataError names the line of anything malformed."""
+    config: Optional[Config] = None
+    workload_lines: List[str] = []
+    actions: List[Dict[str, Any]] = []
+    report: Optional[Dict[str, Any]] = None
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise CorruptDataError(f"line {no}: not JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise CorruptDataError(f"line {no}: a JSON object was expected")
+        if config is None:
+            if obj.get("format") != RUN_FORMAT or obj.get("version") != 1 or not isinstance(obj.get("config"), dict):
+                raise CorruptDataError(f"line {no}: not a {RUN_FORMAT} version 1 header")
+            try:
+                config = Config(**obj["config"])
+            except (TypeError, ConfigurationError) as e:
+                raise CorruptDataError(f"line {no}: bad configuration: {e}") from None
+        elif "do" in obj:
+            actions.append(obj)
+        elif "report" in obj:
+            report = obj["report"]
+        else:
+            workload_lines.append(line)
+            if len(workload_lines) > 1 and "kind" not in obj:
+                raise CorruptDataError(f"line {no}: neither a workload event, an action nor the report")
+    if config is None:
+        raise CorruptDataError("empty file: no dcdmap-run header")
+    if report is None:
+        raise CorruptDataError("the trace ends before its report line (truncated?)")
+    try:
+        workload = Workload.from_jsonl(workload_lines)
+    except CorruptDataError as e:
+        raise CorruptDataError(f"the workload in the run trace: {e}") from None
+    return config, workload, actions, report
+
+
+def replay(lines: Iterable[str]) -> Tuple["Orchestrator", Optional[str]]:
+    """Run a ``dcdmap-run`` trace again: the orchestrator (after its run) and None when every
+    action and the report are the same, or a line saying where the runs part.
+
+    >>> import io
+    >>> from dcdmap.workload import generate
+    >>> o = Orchestrator(generate("default", seed=1, duration=30_000)); _ = o.run()
+    >>> buf = io.StringIO(); o.write_trace(buf)
+    >>> replay(buf.getvalue().splitlines())[1] is None
+    True
+    """
+    config, workload, actions, report = read_run(lines)
+    again = Orchestrator(workload, config)
+    again.run()
+    new = json.loads(json.dumps(again.actions, default=_json_default))
+    for i, (a, b) in enumerate(zip(actions, new)):
+        if a != b:
+            return again, f"action {i + 1} differs: the trace has {a}, the replay did {b}"
+    if len(actions) != len(new):
+        return again, f"the trace has {len(actions)} actions, the replay did {len(new)}"
+    got = json.loads(json.dumps(again.report.to_dict(), default=_json_default))
+    if got != report:
+        diff = sorted(k for k in got if got[k] != report.get(k))
+        return again, f"the final report differs in {', '.join(diff)}"
+    return again, None

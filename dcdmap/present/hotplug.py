@@ -53,7 +53,7 @@ from .base import (
     BEST_EFFORT, GuestAddressSpace, Lifecycle, MemoryBlocks, Presentation, Removal, x86_memory_block_size,
 )
 
-__all__ = ["HotplugPresentation", "ACPI_MAX_RAM_SLOTS", "TARGET_PAGE_SIZE", "HMEM_ALIGN"]
+__all__ = ["HotplugPresentation", "q35_ram_split", "q35_boot_mem_end", "ACPI_MAX_RAM_SLOTS", "TARGET_PAGE_SIZE", "HMEM_ALIGN"]
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 FOUR_GIB = 4 * GiB
@@ -63,6 +63,23 @@ RAM_ROUND = 8 * KiB               # QEMU rounds -m size up to 8 KiB
 SLOT_SLACK = 1 * GiB              # enforce_aligned_dimm: 1 GiB of alignment slack per slot
 HMEM_ALIGN = 2 * MiB              # dax_hmem region alignment (PMD_SIZE on x86-64)
 NULL_UUID = uuid.UUID(int=0)
+
+
+def q35_ram_split(ram: int) -> Tuple[int, int]:
+    """Boot RAM below and above 4 GiB on a q35 machine (pc_q35_init): 2 GiB below 4 GiB when
+    ram >= 2.75 GiB, else all of it (up to 2.75 GiB) below.
+
+    >>> [x >> 30 for x in q35_ram_split(16 << 30)]
+    [2, 14]
+    """
+    below = min(ram, 2 * GiB if ram >= 0xB000_0000 else 0xB000_0000)
+    return below, ram - below
+
+
+def q35_boot_mem_end(ram: int) -> int:
+    """The guest physical address where boot RAM ends (the first byte after it)."""
+    below, above = q35_ram_split(ram)
+    return FOUR_GIB + above if above else below
 
 
 def _round_up(x: int, a: int) -> int:
@@ -164,11 +181,8 @@ class HotplugPresentation(Presentation):
         if kmem and not soft_reserved:
             raise ConfigurationError("kmem needs soft_reserved: dax_kmem onlines device-dax, which only "
                                      "exists for EFI_MEMORY_SP ranges")
-        # q35 (pc_q35_init): 2 GiB below 4 GiB when ram >= 2.75 GiB, else up to 2.75 GiB.
-        lowmem = 2 * GiB if ram >= 0xB000_0000 else 0xB000_0000
-        self.below_4g = min(ram, lowmem)
-        self.above_4g = ram - self.below_4g
-        self.boot_mem_end = FOUR_GIB + self.above_4g if self.above_4g else self.below_4g
+        self.below_4g, self.above_4g = q35_ram_split(ram)
+        self.boot_mem_end = q35_boot_mem_end(ram)
         self.device_base = _round_up(FOUR_GIB + self.above_4g, GiB)
         self.device_size = (maxmem - ram) + (SLOT_SLACK * slots if enforce_aligned_dimm else 0)
         if self.device_base + self.device_size > 1 << phys_bits:
