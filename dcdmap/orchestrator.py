@@ -165,7 +165,8 @@ class Config:
 class GuestTotals:
     """What presenting the pool to VMs cost over a run, summed over VMs (each VM at its peak).
 
-    ``vms``: VMs that had pool capacity presented; ``presented``: bytes presented (at each
+    ``vms``: presentations set up (one per VM, and one more after each migration or
+    host kexec that moved or restarted it); ``presented``: bytes presented (at each
     VM's peak); ``gpa_used`` / ``gpa_wasted``: guest physical bytes taken / that can never
     hold presented capacity; ``objects``: guest objects by kind; ``control_ops``: operations
     by kind (ACPI, virtio-mem requests, mailbox, QMP, events); ``removal``: how capacity is
@@ -755,7 +756,8 @@ class Orchestrator:
                 self._refuse(f"migrate {vm.ev.vm}", f"take-back of allocation {live.ev.alloc} refused: {e}")
                 short += live.ev.size
                 continue
-            g.takeback_requested += r.requested
+            if not vm.tries:                   # a retry asks again for the same bytes
+                g.takeback_requested += r.requested
             g.takeback_returned += r.returned
             self._do("take_back", vm=vm.ev.vm, alloc=live.ev.alloc, requested=r.requested,
                      returned=r.returned, how=r.how)
