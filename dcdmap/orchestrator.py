@@ -654,7 +654,7 @@ class Orchestrator:
         the host's answer.  ``h`` leaves ``live.holders`` once its capacity is back, or when
         the device refuses the request (recorded: there is nothing it would release)."""
         host, dev = self.hosts[live.appliance][h], self.devices[live.appliance]
-        before = dev.head_capacity(h)[1]
+        before, expect = dev.head_capacity(h)[1], self._held(host, live)
         try:
             if live.tag == NULL_TAG:
                 held = host.extents()
@@ -671,7 +671,7 @@ class Orchestrator:
         host.poll(self.now)
         gone = before - dev.head_capacity(h)[1]
         self.report.bytes_released += gone
-        if gone:
+        if gone and gone >= expect:           # all of it: the host no longer holds any part
             live.holders.remove(h)
             self._count_extents(-live.extents.pop(h, 0))
         self._do("release", alloc=live.ev.alloc, host=h, bytes=gone, forced=forced)
@@ -835,22 +835,36 @@ class Orchestrator:
         for a, dev in enumerate(self.devices):     # the new kernel probes: region create + rescan
             self.hosts[a][h] = Host(dev, h, max_pending=self.config.max_pending)
         self._do("kexec", host=h, policy=ev.policy, allocations=len(mine))
+        if ev.policy == "release":
+            # Every DPA to be re-offered goes back to the ledger before the first re-offer:
+            # with placement "device" the device may choose DPA another of them just gave
+            # back, which the ledger still held (the offer was refused and leaked).
+            for live in mine:
+                if not live.tries and not (live.ev.kind == "shared" and live.holders):
+                    self._forget(live)
         for live in mine:
+            # ``tries``: the workload released it and the host deferred (the application held
+            # its DAX device).  That application ended with the old kernel: the allocation is
+            # neither re-offered nor restarted (it was never released), the retry finishes.
             if ev.policy == "preserve":
                 got = self._held(self.hosts[live.appliance][h], live)
                 self.report.bytes_recovered += got
+                if live.tries:
+                    continue
                 if got == live.ev.size:
                     self._start_use(live, h, what)
                 else:
                     self._refuse(what, f"allocation {live.ev.alloc}: the new kernel found {got} of "
                                        f"{live.ev.size} bytes")
+            elif live.tries:
+                if not live.holders:
+                    self._forget(live)
             elif live.ev.kind == "shared" and live.holders:
                 if self._offer_shared(live, h, what):
                     self.report.bytes_reoffered += live.ev.size
                     self._start_use(live, h, what)
                     self._verify_shared(live, what)
             else:
-                self._forget(live)
                 self._reoffer(live, h, what)
 
     # ------------------------------------------------------------------ the run trace

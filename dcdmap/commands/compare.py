@@ -107,11 +107,15 @@ def main(args) -> int:
             return
         with open(os.path.join(out, f"run-{p}.jsonl"), "w", encoding="utf-8") as f:
             orch.write_trace(f)
-        with open(os.path.join(out, f"qmp-{p}.jsonl"), "w", encoding="utf-8") as f:
-            for a, dev in enumerate(orch.devices):
-                for cmd in commands_from_log(dev.log, f"/machine/peripheral/cxl-dcd{a}"):
+        written.append(f"run-{p}.jsonl")
+        for a, dev in enumerate(orch.devices):
+            # the device entry first: `dcdmap check` and `dcdmap replay` build the device from it
+            name = f"qmp-{p}.jsonl" if len(orch.devices) == 1 else f"qmp-{p}-appliance{a}.jsonl"
+            with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+                f.write(json_line(dev.log[0]))
+                for cmd in commands_from_log(dev.log):
                     f.write(json_line(cmd))
-        written.extend([f"run-{p}.jsonl", f"qmp-{p}.jsonl"])
+            written.append(name)
 
     total = len(workload.events) * max(1, len(presentations))
     with Progress(total, "dcdmap compare") as bar:
