@@ -521,9 +521,11 @@ class Orchestrator:
             self._present(vm, live, what)
             return
         try:
-            self.hosts[live.appliance][h].create_dax(live.tag)
+            dax = self.hosts[live.appliance][h].create_dax(live.tag)
         except DcdmapError as e:
             self._refuse(what, f"host {h}: no DAX device: {e}")
+            return
+        self._do("dax", alloc=live.ev.alloc, host=h, name=dax.name)
 
     def _present(self, vm: _Vm, live: _Live, what: str) -> None:
         host = self.hosts[live.appliance][vm.host]
