@@ -922,3 +922,16 @@ def test_round_trip_without_refused_requests_after_a_refused_shared_add():
         return [o.extents.tolist() for o in dev.pending_offers(0)]
 
     assert session(make_device(seed=2), True) == session(make_device(seed=2), False)
+
+
+def test_resolve_without_recorded_extents_keeps_the_request_as_made():
+    # A hand-written log entry of a free add (or tag-based release) with no "extents": there
+    # is nothing to resolve to, so the command is the request as made, not a KeyError.
+    add = {"op": "add_capacity", "head": 0, "region": 0, "policy": "FREE", "tag": "None",
+           "request": [], "length": 2 << 20}
+    cmd = command_from_entry(add, DEFAULT_PATH, [0], resolve=True)
+    assert cmd["arguments"]["selection-policy"] == "free"
+    rel = {"op": "release_capacity", "head": 0, "region": 0, "policy": "TAG_BASED",
+           "tag": "00000000-0000-0000-0000-000000000001", "request": []}
+    cmd = command_from_entry(rel, DEFAULT_PATH, [0], resolve=True)
+    assert cmd["arguments"]["removal-policy"] == "tag-based"

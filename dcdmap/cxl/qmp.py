@@ -571,13 +571,15 @@ def command_from_entry(entry: Dict[str, Any], path: str, region_bases: Sequence[
     base = region_bases[region] if region < len(region_bases) else 0
     tag = None if entry.get("tag") in (None, "None") else entry["tag"]
     resolved = resolve and "error" not in entry
+    chosen = entry.get("extents")
+    if resolved and not (isinstance(chosen, list) and all(isinstance(r, list) and len(r) >= 2 for r in chosen)):
+        resolved = False                # nothing to resolve to: keep the request as made
     try:
         if op == "add_capacity":
             policy = _qapi_policy(SelectionPolicy, entry.get("policy"))
             if policy in ("free", "contiguous"):
                 if resolved:
-                    chosen = [row[:2] for row in entry["extents"]]
-                    return add_command(path, head, region, chosen, region_base=base, tag=tag)
+                    return add_command(path, head, region, [row[:2] for row in chosen], region_base=base, tag=tag)
                 length = entry.get("length")
                 ok = isinstance(length, int) and not isinstance(length, bool) and length > 0
                 return add_command(path, head, region, region_base=base, policy=policy, tag=tag,
@@ -587,7 +589,7 @@ def command_from_entry(entry: Dict[str, Any], path: str, region_bases: Sequence[
         policy = _qapi_policy(RemovalPolicy, entry.get("policy"))
         ranges = entry.get("request", [])
         if resolved and policy == "tag-based":
-            policy, ranges = "prescriptive", [row[:2] for row in entry["extents"]]
+            policy, ranges = "prescriptive", [row[:2] for row in chosen]
         return release_command(path, head, region, ranges, region_base=base, policy=policy, tag=tag,
                                forced=bool(entry.get("forced")), sanitize=bool(entry.get("sanitize")))
     except DcdmapError:
