@@ -154,7 +154,11 @@ class Config:
                 bad(f"{name} must be a positive int, not {v!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             bad(f"max_retries must be an int >= 0, not {self.max_retries!r}")
-        if not 0 <= self.linger <= 1:
+        if not isinstance(self.merge, bool):      # a typo ("no") would silently mean True
+            bad(f"merge must be a bool, not {self.merge!r}")
+        # a str linger raised a bare TypeError that did not name the knob
+        if isinstance(self.linger, bool) or not isinstance(self.linger, (int, float, np.integer, np.floating)) \
+                or not 0 <= self.linger <= 1:
             bad(f"linger must be in [0, 1], not {self.linger!r}")
 
     def params(self) -> Dict[str, Any]:
@@ -461,7 +465,13 @@ class Orchestrator:
         rep.bytes_offered += offer.length
         rep.extents_offered += len(starts)
         self._do("offer", alloc=ev.alloc, appliance=a, host=h, extents=len(starts), bytes=offer.length)
-        return self._accepted(live, h, what)
+        if self._accepted(live, h, what):
+            return True
+        if not live.holders:
+            # Refused: the device has the DPA free again, so must the ledger (with placement
+            # "device" the device would choose it again and the ledger refuse the overlap).
+            self._unplace(live)
+        return False
 
     def _offer_shared(self, live: _Live, h: int, what: str) -> bool:
         """Enable-shared-access of a live shared allocation for host ``h``."""
@@ -775,6 +785,7 @@ class Orchestrator:
             self.report.migrations["blocked"] = self.report.migrations.get("blocked", 0) + 1
             self._refuse(f"migrate {vm.ev.vm}",
                          f"the guest kept {short:#x} bytes after {vm.tries} retries: migration blocked")
+            vm.tries = 0            # the drain is over: a later vm_stop does not cancel it too
             return
         vm.tries += 1
         self._at(self.now + self.config.retry, self._drain_again, vm, to)
