@@ -741,7 +741,9 @@ class Orchestrator:
         if vm is None:
             self._refuse(f"migrate {ev.vm}", "no such VM")
             return
-        vm.tries = 0
+        if vm.tries:                               # one migration at a time
+            self._refuse(f"migrate {ev.vm}", "a drain of this VM is still being retried")
+            return
         lives = self._lives_of(vm)
         if ev.policy == "prepopulate" and lives and \
                 self._choose_appliance(sum(live.ev.size for live in lives)) is None:
@@ -866,6 +868,8 @@ class Orchestrator:
                     continue
                 if got == live.ev.size:
                     self._start_use(live, h, what)
+                    if live.ev.kind == "shared":       # the recovered view must still agree
+                        self._verify_shared(live, what)
                 else:
                     self._refuse(what, f"allocation {live.ev.alloc}: the new kernel found {got} of "
                                        f"{live.ev.size} bytes")

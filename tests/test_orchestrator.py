@@ -832,3 +832,29 @@ def test_random_runs_conserve(seed, duration, hosts, placement, appliances, pres
     assert blocked == r.migrations.get("blocked", 0)
     # whatever was offered was accepted, but the untagged capacity Linux refused
     assert r.bytes_offered - r.bytes_accepted == sum(allocs[a].size for a in linux_refused)
+
+
+def test_a_second_migration_during_a_drain_is_refused(monkeypatch):
+    # Type 3 removal made to fall short: the first drain is retried; a second migrate of
+    # the same VM meanwhile is refused, not started as a second retry chain.
+    from dcdmap.present import Type3Presentation
+    from dcdmap.present.base import Removal
+    from dcdmap.workload import Migrate
+
+    def short(self, tag, **kw):
+        return Removal(tag, 0, 2 * MiB, "release", "held")
+    monkeypatch.setattr(Type3Presentation, "remove", short)
+    tag = uuid.uuid5(uuid.NAMESPACE_URL, "two-drains")
+    w = Workload("hand", 0, {"hosts": 2, "pool_size": 256 * MiB}, (
+        VmStart(0, 0, 0, 4 * GiB, 0),
+        Allocate(0, 0, "app", (0,), 2 * MiB, tag, [2 * MiB], 0, 0),
+        Migrate(10, 0, 1, "drain"),
+        Migrate(20, 0, 1, "drain"),
+        VmStop(100_000, 0),
+        Release(100_000, 0)))
+    o = Orchestrator(w, presentation="type3", retry=1000, max_retries=3)
+    r = o.run()
+    assert [why for _, what, why in r.refusals if what == "migrate 0"][0] == \
+        "a drain of this VM is still being retried"
+    assert r.migrations == {"blocked": 1}
+    assert r.retries == 3
