@@ -32,8 +32,11 @@ Shared allocations go to the first host, then to every other holder by
 release and lets the host answer (steps 6-7).  An application may still hold its DAX device
 when the release comes (``linger``, seeded): the host defers (EBUSY, §4.4), the
 orchestrator re-issues the release every ``retry`` ticks and, after ``max_retries``, forces
-it: the device takes the capacity back and the host loses it (its application would fault:
-``Report.bytes_lost``).  A workload release marked ``forced`` is forced at once.
+it: the device takes the capacity back, the application loses it (``Report.bytes_lost``),
+and the host keeps the extents mapped, since Linux logs and ignores Forced Capacity Release
+(§4.4).  That DPA would be refused by the host if offered to it again, so the orchestrator
+keeps it out of use until the host restarts (``bytes_stale``, ``bytes_stranded``).  A
+workload release marked ``forced`` is forced at once.
 
 **VMs** (``presentation``): each VM gets the presentation of its pool part on its host at
 ``vm_start`` (``"hotplug"``, ``"hotplug-kmem"``, ``"virtio-mem"``,
@@ -113,6 +116,15 @@ PLACEMENTS = ("first-fit", "spread", "device")
 
 def _round_up(x: int, a: int) -> int:
     return -(-x // a) * a
+
+
+class _Host(Host):
+    """A Linux host model whose notes also record how long its device's log was when they
+    were made, so that its own steps (DAX claims) can be put back in order among the
+    device's requests (:meth:`Orchestrator.write_qmp`)."""
+
+    def _note(self, event: str, **kw: Any) -> None:
+        super()._note(event, at=len(self.device.log), **kw)
 
 
 @dataclass(frozen=True)
@@ -203,8 +215,10 @@ class Report:
     ``shared_consistent``: shared tags checked with verify_views, and whether all agreed.
     ``retagged``: untagged allocations offered under an orchestrator tag.  ``deferred``:
     releases a host deferred (EBUSY) and ``retries`` re-issued; ``forced``: forced releases
-    (from the workload or after ``max_retries``); ``bytes_lost``: bytes hosts still used
-    when they were forced away.  ``migrations`` / ``kexecs``: by outcome / policy;
+    (from the workload or after ``max_retries``); ``bytes_lost``: bytes applications still
+    used when they were forced away; ``bytes_stale``: bytes hosts kept mapped after a forced
+    release (Linux ignores it); ``bytes_stranded``: DPA still kept out of use at the end
+    because a host that ignored a forced release has not restarted.  ``migrations`` / ``kexecs``: by outcome / policy;
     ``bytes_reoffered``: offered again after a migration or kexec; ``bytes_recovered``:
     found again by a new kernel (kexec preserve).  ``extents_offered`` and
     ``peak_extents``: extents offered in all, and most accepted at once over all heads.
@@ -224,6 +238,8 @@ class Report:
     retries: int = 0
     forced: int = 0
     bytes_lost: int = 0
+    bytes_stale: int = 0
+    bytes_stranded: int = 0
     migrations: Dict[str, int] = field(default_factory=dict)
     kexecs: Dict[str, int] = field(default_factory=dict)
     bytes_reoffered: int = 0
@@ -255,6 +271,7 @@ class _Live:
     lingers: bool = False          # the application keeps its DAX device open a while
     busy_until: int = -1           # ... until this tick (drawn at release)
     tries: int = 0
+    stale: List[int] = field(default_factory=list)   # hosts still mapping it after a forced release
 
     def fresh(self) -> "_Live":
         """The same allocation, not placed anywhere yet (for a re-offer)."""
@@ -294,11 +311,13 @@ class Orchestrator:
         self.region = Region(base=0, length=per, block_size=BLOCK_SIZE, shareable=True)
         self.devices = [Device([self.region], heads=self.nhosts, seed=workload.seed * 1009 + a,
                                max_extents=c.max_extents) for a in range(c.appliances)]
-        self.hosts = [[Host(d, h, max_pending=c.max_pending) for h in range(self.nhosts)]
+        self.hosts = [[_Host(d, h, max_pending=c.max_pending) for h in range(self.nhosts)]
                       for d in self.devices]
+        self._old_hosts: List[Host] = []     # replaced by a kexec; their logs stay for write_qmp
         self._ledgers = [ExtentMap(BLOCK_SIZE) for _ in self.devices]
         self._live: Dict[int, _Live] = {}
         self._vms: Dict[int, _Vm] = {}
+        self._stale: Dict[int, _Live] = {}      # forced away, still mapped by some host: DPA quarantined
         self._rng = np.random.default_rng([workload.seed, 0x0C4E])
         self._timers: List[Tuple[int, int, Callable[..., None], tuple]] = []
         self._timer_seq = 0
@@ -343,6 +362,7 @@ class Orchestrator:
             rep.guest.control_ops = dict(sorted(rep.guest.control_ops.items()))
         rep.migrations = dict(sorted(rep.migrations.items()))
         rep.kexecs = dict(sorted(rep.kexecs.items()))
+        rep.bytes_stranded = sum(int(live.lengths.sum(dtype=np.uint64)) for live in self._stale.values())
         self._marks.append(len(self.actions))
         return rep
 
@@ -689,11 +709,14 @@ class Orchestrator:
         self._do("release", alloc=live.ev.alloc, host=h, bytes=gone, forced=forced)
 
     def _force(self, live: _Live, why: str) -> None:
-        """Forced Capacity Release on every holder: the device takes it back at once; Linux
-        ignores the event (§4.4), so the host model is told it lost the tag.  An application
-        still using it loses its bytes (``bytes_lost``)."""
+        """Forced Capacity Release on every holder: the device takes the capacity back at
+        once, and an application still using it loses it (``bytes_lost``).  Linux logs and
+        ignores the event (§4.4): the host keeps the extents mapped (``bytes_stale``), and
+        would refuse that DPA if it were offered to it again, so the orchestrator keeps the
+        DPA out of use until every such host has restarted (a kexec)."""
         self.report.forced += 1
         self._do("force", alloc=live.ev.alloc, why=why)
+        stale, held_bytes = [], 0
         for h in list(live.holders):
             host = self.hosts[live.appliance][h]
             held = self._held(host, live)
@@ -701,9 +724,28 @@ class Orchestrator:
                 self.report.bytes_lost += held
             self._close_dax(host, live.tag)
             self._release_on(live, h, forced=True)
-            if held and live.tag != NULL_TAG:
-                host.lose(live.tag, why)
-        self._forget(live)
+            if held:
+                stale.append(h)
+                held_bytes += held
+        if not stale:
+            self._forget(live)
+            return
+        del self._live[live.ev.alloc]
+        live.stale = stale
+        self._stale[live.ev.alloc] = live
+        self.report.bytes_stale += held_bytes
+        self._do("stale", alloc=live.ev.alloc, hosts=list(stale), bytes=held_bytes)
+
+    def _restarted(self, h: int) -> None:
+        """Host ``h`` runs a new kernel: the extents it kept after forced releases are gone,
+        and DPA no host maps any more goes back to the ledger."""
+        for live in list(self._stale.values()):
+            if h in live.stale:
+                live.stale.remove(h)
+                if not live.stale:
+                    del self._stale[live.ev.alloc]
+                    self._unplace(live)
+                    self._do("unstale", alloc=live.ev.alloc)
 
     def _forget(self, live: _Live) -> None:
         """The allocation is gone from every host: its DPA goes back to the ledger."""
@@ -848,7 +890,9 @@ class Orchestrator:
             if ev.policy == "release":             # RFC §1.8: give it all back first
                 self._release_on(live, h, forced=False)
         for a, dev in enumerate(self.devices):     # the new kernel probes: region create + rescan
-            self.hosts[a][h] = Host(dev, h, max_pending=self.config.max_pending)
+            self._old_hosts.append(self.hosts[a][h])
+            self.hosts[a][h] = _Host(dev, h, max_pending=self.config.max_pending)
+        self._restarted(h)
         self._do("kexec", host=h, policy=ev.policy, allocations=len(mine))
         if ev.policy == "release":
             # Every DPA to be re-offered goes back to the ledger before the first re-offer:
@@ -909,6 +953,42 @@ class Orchestrator:
         for act in self.actions[done:]:
             file.write(dumps(act) + "\n")
         file.write(dumps({"report": self.report.to_dict()}) + "\n")
+
+    def write_qmp(self, file: TextIO, appliance: int = 0,
+                  path: str = "/machine/peripheral/cxl-dcd0") -> None:
+        """Write what drove appliance ``appliance`` as lines ``dcdmap check`` reads: the
+        device's configuration entry, then the QMP commands of its requests
+        (:func:`~dcdmap.cxl.qmp.commands_from_log`) with the hosts' DAX claims
+        (``{"dax": ...}``) in the order they happened.  Call after :meth:`run`."""
+        from .cxl.qmp import command_from_entry
+        if not self._ran:
+            raise RuntimeError("run() first")
+        dev = self.devices[appliance]
+        bases = [r.base for r in dev.regions]
+        lines: List[Tuple[int, int, int, Any]] = []
+        for i, entry in enumerate(dev.log):
+            line = entry if i == 0 else command_from_entry(entry, path, bases) if "error" not in entry else None
+            if line is not None:
+                lines.append((i, 1, 0, line))
+        hosts = [h for h in self._old_hosts if h.device is dev] + list(self.hosts[appliance])
+        for n, host in enumerate(hosts):
+            for k, note in enumerate(host.log):
+                line = _qmp_of_note(note, host.head)
+                if line is not None:                 # after the device entries before it
+                    lines.append((note["at"], 0, n * (1 << 32) + k, line))
+        lines.sort(key=lambda t: t[:3])
+        dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+        for *_, line in lines:
+            file.write(dumps(line) + "\n")
+
+
+def _qmp_of_note(note: Dict[str, Any], head: int) -> Optional[Dict[str, Any]]:
+    """A host note as a line of ``dcdmap check``: a DAX claim or its end (else None)."""
+    if note["event"] == "dax_created":
+        return {"dax": "create", "head": head, "tag": note["tag"]}
+    if note["event"] == "dax_destroyed":
+        return {"dax": "destroy", "head": head, "tag": note["tag"]}
+    return None
 
 
 def _coalesce(starts: np.ndarray, lengths: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

@@ -60,19 +60,23 @@ def reasons(r):
 
 
 def assert_clean(o, r):
-    """Everything went back: the devices are all free, the hosts hold nothing, the
-    orchestrator's ledgers are empty and nothing is live."""
+    """Everything went back: the devices are all free, the hosts hold nothing but what they
+    kept after forced releases (Linux ignores them), the orchestrator's ledgers hold only
+    that quarantined DPA and nothing is live."""
     f = r.final
     assert (f.free, f.pending, f.accepted) == (f.total, 0, 0)
     assert r.bytes_released == r.bytes_accepted
-    for row in o.hosts:
+    stale = {(live.appliance, h, live.tag) for live in o._stale.values() for h in live.stale}
+    for a, row in enumerate(o.hosts):
         for h in row:
-            assert h.groups == [] and h.dax_devices == [] and len(h.extents()) == 0
+            assert h.dax_devices == []
+            assert {(a, h.head, g.tag) for g in h.groups} <= stale
+            assert len(h.groups) == sum(1 for s in stale if s[:2] == (a, h.head))
     for d in o.devices:
         for head in range(o.nhosts):
             assert d.head_capacity(head)[1] == 0
     # white-box: the placement ledgers (a leak there refuses later allocations)
-    assert [led.mapped_bytes for led in o._ledgers] == [0] * len(o.devices)
+    assert sum(led.mapped_bytes for led in o._ledgers) == r.bytes_stranded
     assert o._live == {}
 
 
@@ -288,9 +292,9 @@ def test_lingering_too_long_is_forced_and_lost():
     assert len(force) == 1 and force[0]["tick"] == 2_100 and "after 2 re-issued" in force[0]["why"]
     assert acts(o, "release", forced=True)[0]["bytes"] == size
     host = o.hosts[0][0]
-    with pytest.raises(DcdmapError, match="no live group"):
-        host.group(tag(1))
-    assert any(e["event"] == "group_lost" for e in host.log)
+    assert host.group(tag(1)).size == size            # Linux ignored the forced release
+    assert (r.bytes_stale, r.bytes_stranded) == (size, size)
+    assert acts(o, "stale") == [{"do": "stale", "tick": 2_100, "alloc": 0, "hosts": [0], "bytes": size}]
     assert_clean(o, r)
 
 
@@ -302,24 +306,22 @@ def test_max_retries_zero_forces_at_once():
     assert_clean(o, r)
 
 
-def test_workload_forced_release_frees_at_once():
-    # The whole pool, forced back at tick 20 and allocated again at the same tick: it must
-    # already be free (a plain release under a long linger would not be).
-    events = [app(0, 0, 0, 256 * MiB), Release(20, 0, forced=True), app(20, 1, 1, 256 * MiB)]
-    o, r = run(hand(events, pool=256 * MiB), linger=1.0, linger_ticks=10**9)
-    assert r.refusals == []
-    assert (r.forced, r.deferred, r.bytes_lost) == (1, 0, 0)
-    assert acts(o, "force")[0]["tick"] == 20
+def test_workload_forced_release_is_quarantined_until_the_host_restarts():
+    # The whole pool, forced back at tick 20: the device has it free at once, but host 0's
+    # Linux ignored the forced release and still maps it, so the orchestrator keeps the DPA
+    # out of use (offered to host 0 again, Linux would refuse it) until host 0 kexecs.
+    events = [app(0, 0, 0, 256 * MiB), Release(20, 0, forced=True), app(20, 1, 1, 256 * MiB),
+              Release(25, 1), Kexec(30, 0, "preserve"), app(40, 2, 1, 256 * MiB), Release(50, 2)]
+    o, r = run(hand(events, pool=256 * MiB))
+    assert reasons(r) == [f"no appliance has {256 * MiB:#x} free bytes"]      # alloc 1, at tick 20
+    assert (r.forced, r.deferred, r.bytes_lost, r.bytes_stale, r.bytes_stranded) == (1, 0, 0, 256 * MiB, 0)
     assert acts(o, "release", alloc=0)[0] == {"do": "release", "tick": 20, "alloc": 0, "host": 0,
                                               "bytes": 256 * MiB, "forced": True}
-    h0 = o.hosts[0][0]
-    assert any(e["event"] == "forced_release_ignored" for e in h0.log)
-    assert any(e["event"] == "group_lost" for e in h0.log)
-    assert h0.groups == []
-    # the contrast: not forced, the lingering application keeps it and the next is refused
-    events[1] = Release(20, 0)
-    o, r = run(hand(events, pool=256 * MiB), linger=1.0, linger_ticks=10**9)
-    assert reasons(r)[0] == f"no appliance has {256 * MiB:#x} free bytes"
+    assert acts(o, "unstale") == [{"do": "unstale", "tick": 30, "alloc": 0}]
+    assert [a["alloc"] for a in acts(o, "accept")] == [0, 2]
+    assert any(e["event"] == "forced_release_ignored" for e in o._old_hosts[0].log)
+    assert o.hosts[0][0].groups == []                  # the new kernel found nothing of it
+    assert_clean(o, r)
 
 
 def test_forced_release_of_a_shared_allocation():
@@ -330,8 +332,9 @@ def test_forced_release_of_a_shared_allocation():
     o, r = run(hand(events, hosts=3))
     assert r.refusals == [] and r.forced == 1 and r.bytes_released == 3 * size
     assert r.counts == {"allocate": 1, "host": 3, "release": 1}
+    assert (r.bytes_stale, r.bytes_stranded) == (3 * size, size)
     for h in range(3):
-        assert any(e["event"] == "group_lost" for e in o.hosts[0][h].log)
+        assert o.hosts[0][h].group(tag(1)).size == size
     assert_clean(o, r)
 
 
@@ -858,3 +861,51 @@ def test_a_second_migration_during_a_drain_is_refused(monkeypatch):
         "a drain of this VM is still being retried"
     assert r.migrations == {"blocked": 1}
     assert r.retries == 3
+
+
+def test_trace_actions_are_snapshots():
+    # A stale allocation's host list changes when a host restarts; the action written at the
+    # forced release must still name every host that kept it then.
+    events = [Host(0, h, 64 * GiB, 0) for h in range(2)] + [
+        Allocate(10, 0, "shared", (0, 1), 16 * MiB, tag(1), [16 * MiB]),
+        Release(20, 0, forced=True), Kexec(30, 0, "preserve")]
+    o, r = run(hand(events, hosts=2))
+    assert acts(o, "stale")[0]["hosts"] == [0, 1]
+    assert o._stale[0].stale == [1] and r.bytes_stranded == 16 * MiB
+
+
+# ---------------------------------------------------------------------- the QMP output
+
+@pytest.mark.parametrize("presentation", [None, "hotplug", "type3"])
+def test_write_qmp_replays_clean_through_check(presentation):
+    # Without forced releases or lingering applications nothing in a run is refused, so its
+    # QMP commands and DAX claims must go through QEMU's and Linux's rules with no finding
+    # and leave the device as the run left it.
+    from dcdmap.check import check_lines
+    from dcdmap.workload import generate
+    w = generate("default", seed=2, duration=200_000, forced_prob=0.0, kexec_interarrival=50_000.0)
+    o, r = run(w, presentation=presentation, linger=0.0)
+    assert r.kexecs and r.refusals == []
+    buf = io.StringIO()
+    o.write_qmp(buf)
+    lines = buf.getvalue().splitlines()
+    assert json.loads(lines[0])["op"] == "device"
+    assert any('"dax":"create"' in line for line in lines)
+    report = check_lines(lines)
+    assert [str(f) for f in report.findings] == []
+    cap = report.state["capacity"]
+    assert cap["free"] == cap["total"] == r.final.total
+
+
+def test_write_qmp_shows_what_linux_ignores_and_defers():
+    from dcdmap.check import check_lines
+    events = [app(0, 0, 0, 64 * MiB), Release(100, 0),            # lingers: deferred, re-issued
+              app(0, 1, 1, 64 * MiB), Release(100, 1, forced=True)]  # forced: Linux ignores it
+    events.sort(key=lambda e: e.tick)
+    o, r = run(hand(events), linger=1.0, linger_ticks=2_000, retry=1_000)
+    buf = io.StringIO()
+    o.write_qmp(buf)
+    findings = check_lines(buf.getvalue().splitlines()).findings
+    rules = sorted({f.rule.split(":")[0] for f in findings if f.source == "linux"})
+    assert rules == ["§4.4 DAX device in use", "§4.4 forced release is logged and ignored"]
+    assert {f.host for f in findings} == {0, 1}

@@ -84,7 +84,6 @@ def _knob(text: str):
 
 def main(args) -> int:
     from ..compare import compare
-    from ..cxl.qmp import commands_from_log
     from ..orchestrator import Config
     from ..progress import Progress
 
@@ -108,13 +107,10 @@ def main(args) -> int:
         with open(os.path.join(out, f"run-{p}.jsonl"), "w", encoding="utf-8") as f:
             orch.write_trace(f)
         written.append(f"run-{p}.jsonl")
-        for a, dev in enumerate(orch.devices):
-            # the device entry first: `dcdmap check` and `dcdmap replay` build the device from it
+        for a in range(len(orch.devices)):
             name = f"qmp-{p}.jsonl" if len(orch.devices) == 1 else f"qmp-{p}-appliance{a}.jsonl"
             with open(os.path.join(out, name), "w", encoding="utf-8") as f:
-                f.write(json_line(dev.log[0]))
-                for cmd in commands_from_log(dev.log):
-                    f.write(json_line(cmd))
+                orch.write_qmp(f, a)
             written.append(name)
 
     total = len(workload.events) * max(1, len(presentations))
@@ -149,8 +145,3 @@ def main(args) -> int:
     if out:
         print(f"wrote {', '.join(written)} to {out}/", file=sys.stderr if (args.json or args.csv) else sys.stdout)
     return 0
-
-
-def json_line(obj) -> str:
-    import json
-    return json.dumps(obj, separators=(",", ":")) + "\n"
