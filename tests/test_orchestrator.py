@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dcdmap.errors import ConfigurationError, CorruptDataError, DcdmapError
+from dcdmap.errors import ConfigurationError, CorruptDataError
 from dcdmap.orchestrator import (PLACEMENTS, PRESENTATIONS, Config, GuestTotals, Orchestrator, Report,
                                  read_run, replay)
 from dcdmap.present import Type3Presentation
