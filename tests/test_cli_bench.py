@@ -65,7 +65,9 @@ def test_a_peer_that_is_not_installed_is_skipped_and_named(capsys, monkeypatch):
     assert rc == 0, err
     head, rows, notes = table_of(out)
     assert "ncls" not in head and len(rows) == len(peers.OPS)
-    assert "Skipped, not installed: ncls (to compare with them: pip install 'dcdmap[bench]')" in notes
+    # other peers may be missing too (CI installs the test extra only): ncls is among them
+    skipped = re.search(r"Skipped, not installed: ([^(]*) \(to compare with them: pip install 'dcdmap\[bench\]'\)", notes)
+    assert skipped and "ncls" in skipped.group(1).replace(",", " ").split()
 
 
 def test_numpy_alone_still_makes_a_table(capsys, monkeypatch):
