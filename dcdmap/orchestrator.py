@@ -150,6 +150,7 @@ class Config:
     retry: int = 5_000                       # ticks between re-issued releases / drains
     max_retries: int = 6                     # then the release is forced / the drain blocked
     vm_slots: int = 8                        # hot-plug: DIMM slots per VM
+    logs: bool = True                        # devices and hosts keep their logs (write_qmp needs them)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -166,8 +167,9 @@ class Config:
                 bad(f"{name} must be a positive int, not {v!r}")
         if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
             bad(f"max_retries must be an int >= 0, not {self.max_retries!r}")
-        if not isinstance(self.merge, bool):      # a typo ("no") would silently mean True
-            bad(f"merge must be a bool, not {self.merge!r}")
+        for name in ("merge", "logs"):            # a typo ("no") would silently mean True
+            if not isinstance(getattr(self, name), bool):
+                bad(f"{name} must be a bool, not {getattr(self, name)!r}")
         # a str linger raised a bare TypeError that did not name the knob
         if isinstance(self.linger, bool) or not isinstance(self.linger, (int, float, np.integer, np.floating)) \
                 or not 0 <= self.linger <= 1:
@@ -310,9 +312,8 @@ class Orchestrator:
         per = _round_up(-(-int(params["pool_size"]) // c.appliances), POOL_ALIGN)
         self.region = Region(base=0, length=per, block_size=BLOCK_SIZE, shareable=True)
         self.devices = [Device([self.region], heads=self.nhosts, seed=workload.seed * 1009 + a,
-                               max_extents=c.max_extents) for a in range(c.appliances)]
-        self.hosts = [[_Host(d, h, max_pending=c.max_pending) for h in range(self.nhosts)]
-                      for d in self.devices]
+                               max_extents=c.max_extents, keep_log=c.logs) for a in range(c.appliances)]
+        self.hosts = [[self._new_host(d, h) for h in range(self.nhosts)] for d in self.devices]
         self._old_hosts: List[Host] = []     # replaced by a kexec; their logs stay for write_qmp
         self._ledgers = [ExtentMap(BLOCK_SIZE) for _ in self.devices]
         self._live: Dict[int, _Live] = {}
@@ -365,6 +366,9 @@ class Orchestrator:
         rep.bytes_stranded = sum(int(live.lengths.sum(dtype=np.uint64)) for live in self._stale.values())
         self._marks.append(len(self.actions))
         return rep
+
+    def _new_host(self, device: Device, head: int) -> Host:
+        return _Host(device, head, max_pending=self.config.max_pending, keep_log=self.config.logs)
 
     def _at(self, tick: int, fn: Callable[..., None], *args: Any) -> None:
         heapq.heappush(self._timers, (tick, self._timer_seq, fn, args))
@@ -891,7 +895,7 @@ class Orchestrator:
                 self._release_on(live, h, forced=False)
         for a, dev in enumerate(self.devices):     # the new kernel probes: region create + rescan
             self._old_hosts.append(self.hosts[a][h])
-            self.hosts[a][h] = _Host(dev, h, max_pending=self.config.max_pending)
+            self.hosts[a][h] = self._new_host(dev, h)
         self._restarted(h)
         self._do("kexec", host=h, policy=ev.policy, allocations=len(mine))
         if ev.policy == "release":
@@ -963,6 +967,8 @@ class Orchestrator:
         from .cxl.qmp import command_from_entry
         if not self._ran:
             raise RuntimeError("run() first")
+        if not self.config.logs:
+            raise ConfigurationError("write_qmp needs the devices' and hosts' logs: Config(logs=True)")
         dev = self.devices[appliance]
         bases = [r.base for r in dev.regions]
         lines: List[Tuple[int, int, int, Any]] = []

@@ -909,3 +909,15 @@ def test_write_qmp_shows_what_linux_ignores_and_defers():
     rules = sorted({f.rule.split(":")[0] for f in findings if f.source == "linux"})
     assert rules == ["§4.4 DAX device in use", "§4.4 forced release is logged and ignored"]
     assert {f.host for f in findings} == {0, 1}
+
+
+def test_logs_off_keeps_the_run_the_same():
+    # Config(logs=False): the devices and hosts keep no log (long runs), the run is the same.
+    from dcdmap.workload import generate
+    w = generate("default", seed=3, duration=120_000)
+    o1, r1 = run(w, presentation="type3")
+    o2, r2 = run(w, presentation="type3", logs=False)
+    assert r1 == r2 and o1.actions == o2.actions
+    assert [len(d.log) for d in o2.devices] == [1] and all(not h.log for row in o2.hosts for h in row)
+    with pytest.raises(ConfigurationError, match="logs"):
+        o2.write_qmp(io.StringIO())

@@ -264,6 +264,9 @@ class Device:
         deliver it in a different (seeded) order than to the first head.
     require_offer_order : an Add-Response must list accepted extents in the order offered
         (the K11 kernel mock, CXL r4.0 8.2.10.9.9.3); QEMU does not check this.
+    keep_log : keep every operation in :attr:`log` (default).  False keeps only the first
+        entry (the configuration): for long runs, where the log would hold millions of
+        entries; :meth:`write_log` and the QMP conversion then have nothing to work on.
 
     Thread safety: none; one thread drives a device.
     """
@@ -271,7 +274,7 @@ class Device:
     def __init__(self, regions: Sequence[Region], *, heads: int = 1, seed: int = 0,
                  max_extents: int = MAX_EXTENTS, max_tags: int = 0,
                  event_log_size: Optional[int] = None, vary_shared: bool = True,
-                 require_offer_order: bool = True) -> None:
+                 require_offer_order: bool = True, keep_log: bool = True) -> None:
         regions = tuple(regions)
         check_regions(regions)
         regions = assign_handles(regions)
@@ -299,8 +302,8 @@ class Device:
         self._blocks = np.array([r.block_size for r in regions], np.uint64)
         self._sanitize_flag = np.array([r.sanitize_on_release for r in regions], bool)
         self.sanitized_bytes = 0
-        self.log: List[Dict[str, Any]] = []
-        self._record({"op": "device", "version": _LOG_VERSION, "config": self.config()})
+        self.log: List[Dict[str, Any]] = [{"op": "device", "version": _LOG_VERSION, "config": self.config()}]
+        self.keep_log = keep_log
 
     # ------------------------------------------------------------------ configuration
 
@@ -348,7 +351,8 @@ class Device:
         return self._head(head), self._region(region), _tag(tag)
 
     def _record(self, entry: Dict[str, Any]) -> None:
-        self.log.append(entry)
+        if self.keep_log:
+            self.log.append(entry)
 
     def _events(self, h: int, kind: DcEventType, region: int, ext: np.ndarray) -> None:
         """Queue one event record per extent, More on all but the last (§3.3)."""

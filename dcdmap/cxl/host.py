@@ -139,6 +139,7 @@ class Host:
     version : "v11" (default), "v10" (sequence numbers 1..n, 0 = not shared) or "v9" (tags
         and shared extents refused).
     create_region : create the region (and rescan) at once.
+    keep_log : keep every decision in :attr:`log` (default); False keeps none (long runs).
 
     Thread safety: none; one thread drives a host.
     """
@@ -147,7 +148,7 @@ class Host:
                  max_pending: int = MAX_PENDING_EXTENTS, add_timeout: int = ADD_TIMEOUT_TICKS,
                  payload_size: int = MAILBOX_PAYLOAD_SIZE, hpa_base: int = 1 << 40,
                  decoder_length: Optional[int] = None, version: str = "v11",
-                 create_region: bool = True) -> None:
+                 create_region: bool = True, keep_log: bool = True) -> None:
         if version not in VERSIONS:
             raise ConfigurationError(f"version must be one of {VERSIONS}, not {version!r}")
         if alignment <= 0 or alignment & (alignment - 1) or alignment % _GRANULE:
@@ -163,6 +164,7 @@ class Host:
         self.hpa_base = hpa_base
         self.version = version
         self.log: List[Dict[str, Any]] = []
+        self.keep_log = keep_log
         self.partitions = self._read_config(decoder_length)
         self.decoder: Optional[Tuple[int, int]] = None      # (DPA base, length) of the region
         self._decoder_length = decoder_length
@@ -198,7 +200,8 @@ class Host:
         return parts
 
     def _note(self, event: str, **kw: Any) -> None:
-        self.log.append({"tick": self.now, "event": event, **kw})
+        if self.keep_log:
+            self.log.append({"tick": self.now, "event": event, **kw})
 
     # ------------------------------------------------------------------ events
 
