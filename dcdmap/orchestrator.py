@@ -1064,9 +1064,11 @@ def read_run(lines: Iterable[str]) -> Tuple[Config, Workload, List[Dict[str, Any
     return config, workload, actions, report
 
 
-def replay(lines: Iterable[str]) -> Tuple["Orchestrator", Optional[str]]:
+def replay(lines: Iterable[str], progress: Optional[Callable[[int], None]] = None
+           ) -> Tuple["Orchestrator", Optional[str]]:
     """Run a ``dcdmap-run`` trace again: the orchestrator (after its run) and None when every
     action and the report are the same, or a line saying where the runs part.
+    ``progress`` is :meth:`Orchestrator.run`'s.
 
     >>> import io
     >>> from dcdmap.workload import generate
@@ -1077,7 +1079,7 @@ def replay(lines: Iterable[str]) -> Tuple["Orchestrator", Optional[str]]:
     """
     config, workload, actions, report = read_run(lines)
     again = Orchestrator(workload, config)
-    again.run()
+    again.run(progress)
     new = json.loads(json.dumps(again.actions, default=_json_default))
     for i, (a, b) in enumerate(zip(actions, new)):
         if a != b:

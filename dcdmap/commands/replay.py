@@ -69,6 +69,7 @@ def main(args) -> int:
     from ..check import check_lines, read_trace
     from ..errors import CorruptDataError
     from ..orchestrator import Config, Orchestrator, replay
+    from ..progress import Progress
     from ..workload import Workload
 
     lines = read_trace(args.trace)
@@ -76,7 +77,9 @@ def main(args) -> int:
     if kind == "empty":
         raise CorruptDataError(f"{args.trace}: no trace in the file (it is empty)")
     if kind == "dcdmap-run":
-        orch, diff = replay(lines)
+        events = sum(1 for line in lines if line.startswith('{"kind"'))
+        with Progress(events, "dcdmap replay") as bar:
+            orch, diff = replay(lines, bar.set)
         if args.json:
             print(json.dumps({"kind": kind, "identical": diff is None, "difference": diff,
                               "report": orch.report.to_dict()}, indent=2, default=str))
@@ -91,7 +94,8 @@ def main(args) -> int:
         workload = Workload.from_jsonl(lines)
         orch = Orchestrator(workload, Config(presentation=args.presentation, placement=args.placement,
                                              appliances=args.appliances))
-        report = orch.run()
+        with Progress(len(workload.events), "dcdmap replay") as bar:
+            report = orch.run(bar.set)
         if args.json:
             print(json.dumps({"kind": kind, "report": report.to_dict()}, indent=2, default=str))
         else:
