@@ -437,6 +437,23 @@ class Orchestrator:
         starts, lengths = np.array(out_s, np.uint64), np.array(out_n, np.uint64)
         if self.config.merge and len(starts) > 1:
             starts, lengths = _coalesce(starts, lengths)
+            if len(starts) > self.config.max_pending:
+                # Linux would drop the whole offer: take the largest gaps first instead,
+                # the fewest extents that hold the allocation
+                ledger.remove_many(starts, lengths)
+                starts, lengths = self._place_fewest(a, int(sizes.sum(dtype=np.uint64)))
+        return starts, lengths
+
+    def _place_fewest(self, a: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
+        gaps = self._ledgers[a].gaps(self.region.base, self.region.end)
+        order = np.argsort(gaps.lengths, kind="stable")[::-1]
+        lengths = gaps.lengths[order]
+        k = int(np.searchsorted(np.cumsum(lengths, dtype=np.uint64), np.uint64(size)))
+        starts, lengths = gaps.starts[order][:k + 1].copy(), lengths[:k + 1].copy()
+        lengths[-1] -= np.uint64(int(lengths.sum(dtype=np.uint64)) - size)
+        order = np.argsort(starts)
+        starts, lengths = starts[order], lengths[order]
+        self._ledgers[a].insert_many(starts, lengths)
         return starts, lengths
 
     # ------------------------------------------------------------------ offers

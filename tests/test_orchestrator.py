@@ -921,3 +921,21 @@ def test_logs_off_keeps_the_run_the_same():
     assert [len(d.log) for d in o2.devices] == [1] and all(not h.log for row in o2.hosts for h in row)
     with pytest.raises(ConfigurationError, match="logs"):
         o2.write_qmp(io.StringIO())
+
+
+def test_a_fragmented_pool_is_placed_in_the_fewest_extents():
+    # 125 free 4 MiB holes below one big gap: first fit would cut a 500 MiB allocation into
+    # 125 pieces (over Linux's 100-record chain), so the orchestrator takes the largest gaps
+    # first: one extent, in the big gap.
+    size = 500 * MiB
+    events = [app(0, i, 0, 4 * MiB) for i in range(250)]
+    events += [Release(1, i) for i in range(0, 250, 2)]
+    events += [app(2, 1000, 1, size, extents=[2 * MiB] * 250), Release(3, 1000)]
+    events += [Release(4, i) for i in range(1, 250, 2)]
+    o, r = run(hand(events, pool=2 * GiB), linger=0.0)
+    assert r.refusals == []
+    assert acts(o, "offer", alloc=1000)[0]["extents"] == 1
+    assert acts(o, "accept", alloc=1000)[0]["bytes"] == size
+    # without merging the extents are offered as drawn: Linux drops the chain
+    o, r = run(hand(events, pool=2 * GiB), linger=0.0, merge=False)
+    assert reasons(r) == [f"host 1 accepted 0 of {size} bytes"]
