@@ -118,6 +118,52 @@ def _round_up(x: int, a: int) -> int:
     return -(-x // a) * a
 
 
+class _Ledger:
+    """The DPA the orchestrator handed out in one region: an :class:`ExtentMap` of 2 MiB
+    blocks, with a first-fit search that does not walk again over what it walked before.
+
+    ``floor[k]`` is a lower bound of the lowest gap of at least ``k`` blocks.  A search for
+    ``k`` blocks starts there, and its answer raises the floors of every size >= ``k`` (no
+    gap that large starts below it; taking space never opens one).  Giving back ``[s, e)``
+    can open a gap of ``k`` blocks no lower than ``k`` blocks below ``s``, so it lowers
+    ``floor[k]`` to that.  The answers are those of a search from the region base; in a
+    fragmented region of 10^6 extents that search walked the whole map on every call (hours
+    for a large run), this one a few leaves (``docs/performance.md``).
+    """
+
+    def __init__(self, base: int, end: int, block: int) -> None:
+        self.map = ExtentMap(block)
+        self.base, self.end, self.block = base, end, block
+        self._floor = np.full(16, base, np.int64)       # index: size in blocks
+
+    @property
+    def mapped_bytes(self) -> int:
+        return self.map.mapped_bytes
+
+    def first_fit(self, size: int) -> Optional[int]:
+        """The lowest block-aligned address where ``size`` bytes (a multiple of the block)
+        are free, or None."""
+        k = size // self.block
+        if k >= len(self._floor):
+            self._floor = np.concatenate([self._floor, np.full(k + 1 - len(self._floor), self.base, np.int64)])
+        start = int(self._floor[k])
+        at = self.map.find_free(size, align=self.block, lo=start, hi=self.end) if start + size <= self.end else None
+        np.maximum(self._floor[k:], self.end if at is None else at, out=self._floor[k:])
+        return at
+
+    def insert_many(self, starts: np.ndarray, lengths: np.ndarray) -> None:
+        self.map.insert_many(starts, lengths)
+
+    def remove_many(self, starts: np.ndarray, lengths: np.ndarray) -> None:
+        self.map.remove_many(starts, lengths)
+        if len(starts):
+            below = int(starts.min()) - np.arange(len(self._floor), dtype=np.int64) * self.block
+            np.minimum(self._floor, np.maximum(self.base, below), out=self._floor)
+
+    def gaps(self) -> Any:
+        return self.map.gaps(self.base, self.end)
+
+
 class _Host(Host):
     """A Linux host model whose notes also record how long its device's log was when they
     were made, so that its own steps (DAX claims) can be put back in order among the
@@ -315,7 +361,7 @@ class Orchestrator:
                                max_extents=c.max_extents, keep_log=c.logs) for a in range(c.appliances)]
         self.hosts = [[self._new_host(d, h) for h in range(self.nhosts)] for d in self.devices]
         self._old_hosts: List[Host] = []     # replaced by a kexec; their logs stay for write_qmp
-        self._ledgers = [ExtentMap(BLOCK_SIZE) for _ in self.devices]
+        self._ledgers = [_Ledger(self.region.base, self.region.end, BLOCK_SIZE) for _ in self.devices]
         self._live: Dict[int, _Live] = {}
         self._vms: Dict[int, _Vm] = {}
         self._stale: Dict[int, _Live] = {}      # forced away, still mapped by some host: DPA quarantined
@@ -405,30 +451,30 @@ class Orchestrator:
         extent that fits no single gap is cut over the gaps in order).  The caller checked
         that the bytes fit; the ledger records the placement.  With ``merge``, adjacent
         pieces are joined."""
-        ledger, lo, hi = self._ledgers[a], self.region.base, self.region.end
+        ledger = self._ledgers[a]
         spread = self.config.placement == "spread"
         out_s: List[int] = []
         out_n: List[int] = []
         for size in sizes.tolist():
             at = None
             if spread:
-                gaps = ledger.gaps(lo, hi)
+                gaps = ledger.gaps()
                 if len(gaps.lengths):
                     k = int(np.argmax(gaps.lengths))
                     if int(gaps.lengths[k]) >= size:
                         at = int(gaps.starts[k])
             else:
-                at = ledger.find_free(size, align=BLOCK_SIZE, lo=lo, hi=hi)
+                at = ledger.first_fit(size)
             if at is not None:
-                ledger.insert(at, size)
+                ledger.map.insert(at, size)
                 out_s.append(at)
                 out_n.append(size)
                 continue
-            gaps = ledger.gaps(lo, hi)
+            gaps = ledger.gaps()
             left = size
             for s, n in zip(gaps.starts.tolist(), gaps.lengths.tolist()):
                 take = min(n, left)
-                ledger.insert(s, take)
+                ledger.map.insert(s, take)
                 out_s.append(s)
                 out_n.append(take)
                 left -= take
@@ -445,7 +491,7 @@ class Orchestrator:
         return starts, lengths
 
     def _place_fewest(self, a: int, size: int) -> Tuple[np.ndarray, np.ndarray]:
-        gaps = self._ledgers[a].gaps(self.region.base, self.region.end)
+        gaps = self._ledgers[a].gaps()
         order = np.argsort(gaps.lengths, kind="stable")[::-1]
         lengths = gaps.lengths[order]
         k = int(np.searchsorted(np.cumsum(lengths, dtype=np.uint64), np.uint64(size)))
@@ -482,6 +528,10 @@ class Orchestrator:
         """Place ``live`` and offer it to host ``h`` (which answers).  True if the host took
         all of it; on a refusal the placement is undone."""
         rep, ev = self.report, live.ev
+        if (ev.extent_sizes % np.uint64(BLOCK_SIZE)).any():
+            self._refuse(what, f"extent sizes must be multiples of the appliances' {BLOCK_SIZE:#x}-byte "
+                               f"block (QEMU refuses others)")
+            return False
         a = self._choose_appliance(ev.size)
         if a is None:
             self._refuse(what, f"no appliance has {ev.size:#x} free bytes")

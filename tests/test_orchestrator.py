@@ -939,3 +939,31 @@ def test_a_fragmented_pool_is_placed_in_the_fewest_extents():
     # without merging the extents are offered as drawn: Linux drops the chain
     o, r = run(hand(events, pool=2 * GiB), linger=0.0, merge=False)
     assert reasons(r) == [f"host 1 accepted 0 of {size} bytes"]
+
+
+def test_ledger_first_fit_is_the_plain_first_fit():
+    # The floors only skip what cannot fit: every answer equals a search from the region
+    # base, through random takes and give-backs of many sizes.
+    from dcdmap.orchestrator import _Ledger
+    rng = np.random.default_rng(7)
+    block = 2 * MiB
+    led = _Ledger(0, 4 * GiB, block)
+    held = []
+    for step in range(3000):
+        if held and rng.random() < 0.45:
+            s, n = held.pop(int(rng.integers(len(held))))
+            led.remove_many(np.array([s], np.uint64), np.array([n], np.uint64))
+            continue
+        size = int(rng.integers(1, 40)) * block
+        want = led.map.find_free(size, align=block, lo=0, hi=4 * GiB)
+        got = led.first_fit(size)
+        assert got == want, step
+        if got is not None:
+            led.map.insert(got, size)
+            held.append((got, size))
+
+
+def test_extents_off_the_block_are_refused_not_crashed():
+    o, r = run(hand([app(0, 0, 0, 4 * MiB, extents=[1 * MiB, 3 * MiB]), Release(5, 0)]))
+    assert reasons(r)[0].startswith("extent sizes must be multiples of the appliances'")
+    assert r.bytes_offered == 0
