@@ -105,9 +105,10 @@ def make_extents(n: int, seed: int = DEFAULT_SEED) -> Extents:
     return ext
 
 
-def engine_build() -> dict:
+def engine_build(modules: tuple = ("extentmap", "_sort")) -> dict:
     """Which build of the engine ran: the extension files' mtimes and a hash of them (the
-    engine is rebuilt in place, so results name the build they measured)."""
+    engine is rebuilt in place, so results name the build they measured).  ``modules``:
+    the extension modules that count (default: the extent map's); ``()`` for all of them."""
     import hashlib
     import time
 
@@ -115,8 +116,8 @@ def engine_build() -> dict:
     h = hashlib.sha256()
     files = {}
     for so in sorted(core.glob("*.so")):
-        if not so.name.startswith(("extentmap.", "_sort.")):
-            continue                     # other modules of dcdmap._core are not the engine
+        if modules and so.name.split(".")[0] not in modules:
+            continue                     # other modules of dcdmap._core are not measured
         h.update(so.read_bytes())
         files[so.name.split(".")[0]] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(so.stat().st_mtime))
     return {"path": str(core.parent), "sha256": h.hexdigest()[:16], "built": files}
