@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import io
 import json
 import math
 import uuid
@@ -411,7 +412,6 @@ class Orchestrator:
         rep.migrations = dict(sorted(rep.migrations.items()))
         rep.kexecs = dict(sorted(rep.kexecs.items()))
         rep.bytes_stranded = sum(int(live.lengths.sum(dtype=np.uint64)) for live in self._stale.values())
-        self._marks.append(len(self.actions))
         return rep
 
     def _new_host(self, device: Device, head: int) -> Host:
@@ -1011,7 +1011,6 @@ class Orchestrator:
             raise RuntimeError("run() first")
         dumps = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
         file.write(dumps({"format": RUN_FORMAT, "version": 1, "config": self.config.params()}) + "\n")
-        import io
         buf = io.StringIO()
         self.workload.to_jsonl(buf)
         lines = buf.getvalue().splitlines()

@@ -161,6 +161,8 @@ def test_corrupt_traces_name_the_line(capsys, tmp_path):
     binary.write_bytes(b'{"format":"dcdmap-run"}\n\xff\xfe\n')
     code, _, err = run(capsys, "replay", str(binary))
     assert code == 1 and ":2: not UTF-8" in err
+    code, _, err = run(capsys, "compare", "--trace", str(binary), "--no-files")
+    assert code == 1 and ":2: not UTF-8" in err
 
 
 def test_help_lists_commands_with_examples(capsys):

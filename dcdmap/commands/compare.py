@@ -56,14 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _workload(args):
+    from ..check import read_trace
     from ..errors import ConfigurationError
     from ..workload import Workload, generate
     if args.trace:
         if args.hosts or args.pool_size or args.duration or args.knob or args.preset != "default":
             raise ConfigurationError("--trace gives the workload: --preset, --hosts, --pool-size, "
                                      "--duration and --knob do not apply")
-        with open(args.trace, encoding="utf-8") as f:
-            return Workload.from_jsonl(f)
+        return Workload.from_jsonl(read_trace(args.trace))   # UTF-8 errors name their line
     return generate(args.preset, seed=args.seed, hosts=args.hosts, pool_size=args.pool_size,
                     duration=args.duration, **dict(_knob(k) for k in args.knob))
 
@@ -89,11 +89,7 @@ def main(args) -> int:
 
     presentations = [p.strip() for p in args.presentations.split(",") if p.strip()]
     config = Config(placement=args.placement, appliances=args.appliances)
-    try:
-        workload = _workload(args)
-    except UnicodeDecodeError as e:
-        from ..errors import CorruptDataError
-        raise CorruptDataError(f"{args.trace}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    workload = _workload(args)
     out = None if args.no_files else args.out
     if out:
         os.makedirs(out, exist_ok=True)
